@@ -1,1 +1,47 @@
-"""allocator"""
+"""allocator: turn a per-layer `Profile` and a `Budget` into a mixed-precision `Plan`.
+
+Torch-free on purpose: a profile measured on a GPU box can be solved anywhere.
+
+    from allocator import Profile, solve
+    plan = solve(Profile.load("profile.json"), budget="W4A8")
+    print(plan.table())
+
+The pieces: `Profile`/`LayerInfo` (what was measured), `Budget` (limits), the objective
+(`allocator.objective`), the option grid (`allocator.options`), `solve`/`frontier`/
+`compare_solvers` and the resulting `Plan`.
+"""
+from .budget import Budget
+from .compare import compare_solvers
+from .errors import (
+    BudgetError,
+    BudgetInfeasibleError,
+    ObjectiveError,
+    PlanError,
+    ProfileError,
+    UnknownSolverError,
+)
+from .objective import DEFAULT_ALPHA, OBJECTIVES, loss_table
+from .plan import Plan
+from .profile import FORMAT_VERSION, KINDS, LayerInfo, Profile
+from .solve import frontier, solve
+
+__all__ = [
+    "Profile",
+    "LayerInfo",
+    "Budget",
+    "Plan",
+    "solve",
+    "frontier",
+    "compare_solvers",
+    "loss_table",
+    "OBJECTIVES",
+    "DEFAULT_ALPHA",
+    "KINDS",
+    "FORMAT_VERSION",
+    "ProfileError",
+    "BudgetError",
+    "PlanError",
+    "ObjectiveError",
+    "UnknownSolverError",
+    "BudgetInfeasibleError",
+]

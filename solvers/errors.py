@@ -1,0 +1,73 @@
+"""Exceptions of the `solvers` package, in one place.
+
+`InfeasibleError` is a `ValueError` because an infeasible problem is a defect of the input (the
+limits ask for something no plan can give); `SolverError` is a `RuntimeError` because it reports
+a failure of the machinery (a backend crashed, ran out of time before finding any plan, or a
+heuristic gave up) on an input that may well be fine.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["InfeasibleError", "SolverError", "GreedyFailedError"]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.10g}"
+
+
+class InfeasibleError(ValueError):
+    """No plan satisfies the limits.
+
+    Attributes:
+        violations: resource name -> (limit asked, smallest achievable total). When a single limit
+            is below what any plan can reach, only those resources are listed (computed exactly
+            from per-layer minima). When every limit is reachable alone but not all together,
+            every limited resource is listed with the smallest total it reaches alone.
+        jointly: True in the second case ("reachable alone but not together").
+    """
+
+    def __init__(self, message: str, violations: Mapping[str, tuple[float, float]], jointly: bool = False):
+        super().__init__(message)
+        self.violations: dict[str, tuple[float, float]] = dict(violations)
+        self.jointly = jointly
+
+    @classmethod
+    def below_minimum(cls, violations: Mapping[str, tuple[float, float]]) -> "InfeasibleError":
+        """Build the error for limits that lie below the smallest total any plan can reach."""
+        parts = [
+            f"{name}: limit {_fmt(limit)} < smallest achievable {_fmt(minimum)}"
+            for name, (limit, minimum) in violations.items()
+        ]
+        message = (
+            "infeasible limits: " + "; ".join(parts)
+            + ". Every plan uses at least the smallest achievable total of each resource "
+            "(each layer at its cheapest allowed option); raise these limits to at least those values."
+        )
+        return cls(message, violations, jointly=False)
+
+    @classmethod
+    def not_together(cls, alone_minima: Mapping[str, tuple[float, float]]) -> "InfeasibleError":
+        """Build the error for limits that are each reachable alone but not all at once."""
+        parts = [
+            f"{name}: limit {_fmt(limit)}, smallest achievable alone {_fmt(minimum)}"
+            for name, (limit, minimum) in alone_minima.items()
+        ]
+        message = (
+            "infeasible limits: every limit is reachable alone but not all together ("
+            + "; ".join(parts)
+            + "). The options that are cheap in one resource are expensive in another; "
+            "relax at least one of these limits."
+        )
+        return cls(message, alone_minima, jointly=True)
+
+
+class SolverError(RuntimeError):
+    """A backend failed to produce a plan (not a statement about the problem's feasibility)."""
+
+
+class GreedyFailedError(SolverError):
+    """The greedy heuristic found no plan satisfying several limits at once.
+
+    This is not a proof of infeasibility: an exact backend may still find a plan.
+    """

@@ -1,0 +1,173 @@
+"""Preprocessing shared by every backend: merge ties, check feasibility, prune options.
+
+1. Tied layers become one super-layer ("group") whose option k has the summed loss and costs of
+   its members' options k, so no backend needs to know about ties.
+2. Each limit is compared with the smallest total any plan can reach (the sum of per-group
+   minima). A limit below it is infeasible whatever the other limits say: `InfeasibleError`
+   names every such resource, its limit and that minimum. This is exact and cheap, so backends
+   never see a problem that is infeasible for a single resource.
+3. A limit that even the lowest-loss plan satisfies does not bind; a `UserWarning` says so (the
+   user probably meant a tighter budget). An infinite limit is dropped after the warning.
+4. Options are pruned when no optimal plan needs them: an option whose extra cost over its
+   group's cheapest option exceeds the limit's slack (limit - sum of minima) is in no feasible
+   plan, and an option that another option of its group matches or beats in loss and in every
+   limited cost is never needed (of equal options the lowest index is kept). Pruned options
+   keep their original indices (marked +inf in `loss`), so expanding back is just reading the
+   group's choice for each member layer.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InfeasibleError
+from .problem import FEASIBILITY_RTOL, Problem
+
+__all__ = ["PreparedProblem", "prepare"]
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedProblem:
+    """What a backend solves: groups x options, limited resources only, dominated options gone.
+
+    Attributes:
+        loss: (G, K) merged loss; +inf marks an option the group may not take (forbidden or pruned).
+        costs: (R, G, K) merged costs of the limited resources (any value where loss is +inf).
+        limits: (R,) limits, in the order of `resources`.
+        resources: names of the limited resources.
+        groups: original layer indices of each group (ascending; groups ordered by first layer).
+        n_layers: number of layers of the original problem.
+        alone_minima: resource -> (limit, smallest total reachable for that resource alone).
+    """
+
+    loss: np.ndarray
+    costs: np.ndarray
+    limits: np.ndarray
+    resources: tuple[str, ...]
+    groups: tuple[np.ndarray, ...]
+    n_layers: int
+    alone_minima: dict[str, tuple[float, float]]
+
+    @property
+    def n_groups(self) -> int:
+        return self.loss.shape[0]
+
+    @property
+    def n_options(self) -> int:
+        return self.loss.shape[1]
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """(G, K) mask of the options a group may take."""
+        return np.isfinite(self.loss)
+
+    def expand(self, group_choice: np.ndarray) -> np.ndarray:
+        """Map one option per group back to one option per original layer."""
+        group_choice = np.asarray(group_choice, dtype=np.int64)
+        if group_choice.shape != (self.n_groups,):
+            raise ValueError(f"expected {self.n_groups} group choices, got shape {group_choice.shape}")
+        choice = np.empty(self.n_layers, dtype=np.int64)
+        for members, option in zip(self.groups, group_choice):
+            choice[members] = option
+        return choice
+
+    def group_objective(self, group_choice: np.ndarray) -> float:
+        return float(self.loss[np.arange(self.n_groups), group_choice].sum())
+
+    def group_usage(self, group_choice: np.ndarray) -> np.ndarray:
+        """(R,) totals of the limited resources for one option per group."""
+        return self.costs[:, np.arange(self.n_groups), group_choice].sum(axis=1)
+
+
+def _groups(problem: Problem) -> tuple[np.ndarray, ...]:
+    tied_layers = {layer for group in problem.tied for layer in group}
+    groups = [np.array(sorted(group), dtype=np.int64) for group in problem.tied]
+    groups += [np.array([layer], dtype=np.int64) for layer in range(problem.n_layers) if layer not in tied_layers]
+    groups.sort(key=lambda members: int(members[0]))
+    return tuple(groups)
+
+
+def _masked_min(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Minimum over options (last axis) of the allowed entries."""
+    return np.where(allowed, values, np.inf).min(axis=-1)
+
+
+def _warn_non_binding(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, names: list[str]) -> None:
+    best = loss.min(axis=1, keepdims=True)
+    lowest_loss = loss == best  # loss-minimal options of each group (+inf never equals a finite minimum)
+    for r, name in enumerate(names):
+        total = float(_masked_min(costs[r], lowest_loss).sum())
+        if total <= limits[r]:
+            warnings.warn(
+                f"limit on {name!r} does not bind: the lowest-loss option of every layer already "
+                f"totals {total:.10g} <= limit {limits[r]:.10g}; the limit changes nothing",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _dominated(loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """(G, K) mask of options some other allowed option of the same group makes unnecessary."""
+    allowed = np.isfinite(loss)
+    n_options = loss.shape[1]
+    # no_worse[g, i, j]: option i is at least as good as option j in loss and every cost
+    no_worse = (loss[:, :, None] <= loss[:, None, :]) & allowed[:, :, None] & allowed[:, None, :]
+    same = loss[:, :, None] == loss[:, None, :]
+    for table in costs:
+        no_worse &= table[:, :, None] <= table[:, None, :]
+        same &= table[:, :, None] == table[:, None, :]
+    index = np.arange(n_options)
+    earlier = index[:, None] < index[None, :]
+    # i replaces j if strictly better somewhere, or identical and earlier (keeps one of equals)
+    replaces = no_worse & (~same | earlier[None]) & (index[:, None] != index[None, :])[None]
+    return replaces.any(axis=1)
+
+
+def prepare(problem: Problem) -> PreparedProblem:
+    """Merge ties, raise `InfeasibleError` for unreachable limits, warn on non-binding ones, prune."""
+    groups = _groups(problem)
+    loss = np.stack([problem.loss[members].sum(axis=0) for members in groups])
+    allowed = np.isfinite(loss)
+
+    names = list(problem.limits)
+    limits = np.array([problem.limits[name] for name in names], dtype=np.float64)
+    costs = np.stack([np.stack([problem.costs[name][members].sum(axis=0) for members in groups]) for name in names]) \
+        if names else np.zeros((0,) + loss.shape)
+
+    group_minima = _masked_min(costs, allowed[None]) if names else np.zeros((0, len(groups)))
+    minima = group_minima.sum(axis=1)
+    violations = {
+        name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names) if limits[r] < minima[r]
+    }
+    if violations:
+        raise InfeasibleError.below_minimum(violations)
+    _warn_non_binding(loss, costs, limits, names)
+
+    finite = np.isfinite(limits)
+    names = [name for name, keep in zip(names, finite) if keep]
+    limits, costs, group_minima, minima = limits[finite], costs[finite], group_minima[finite], minima[finite]
+
+    slack = limits - minima + FEASIBILITY_RTOL * np.abs(limits)
+    too_costly = ((costs - group_minima[:, :, None]) > slack[:, None, None]).any(axis=0)
+    loss = np.where(too_costly, np.inf, loss)
+    if not np.isfinite(loss).any(axis=1).all():
+        # some group has no option that fits every limit even with all other groups at their
+        # per-resource minima: a proof that the limits cannot hold together
+        raise InfeasibleError.not_together(
+            {name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names)}
+        )
+    loss = np.where(_dominated(loss, costs), np.inf, loss)
+
+    loss.setflags(write=False)
+    costs.setflags(write=False)
+    return PreparedProblem(
+        loss=loss,
+        costs=costs,
+        limits=limits,
+        resources=tuple(names),
+        groups=groups,
+        n_layers=problem.n_layers,
+        alone_minima={name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names)},
+    )
