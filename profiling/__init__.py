@@ -1,1 +1,37 @@
-"""profiling"""
+"""profiling: what each quantizable layer costs, how much it matters, how much quantizing hurts.
+
+    from profiling import profile_model
+    profile = profile_model(model, calib_images)      # -> allocator.Profile
+    profile.save("profile.json")
+
+Pieces: `layer_costs` (params, MACs per sample), `lrp_importance` (AttnLRP relevance per
+layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable) and
+`profile_model`, which combines them.
+"""
+from .costs import LayerCost, bops, layer_costs, size_bits
+from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
+from .lrp import DEFAULT_EPSILON, ConservationReport, LRPResult, lrp_conservation, lrp_importance
+from .metrics import METRICS
+from .profile import library_version, profile_model
+from .sensitivity import SensitivityResult, measure_sensitivity
+
+__all__ = [
+    "profile_model",
+    "layer_costs",
+    "LayerCost",
+    "size_bits",
+    "bops",
+    "lrp_importance",
+    "lrp_conservation",
+    "LRPResult",
+    "ConservationReport",
+    "DEFAULT_EPSILON",
+    "measure_sensitivity",
+    "SensitivityResult",
+    "METRICS",
+    "library_version",
+    "ProfilingError",
+    "LRPUnsupportedError",
+    "CheckpointMismatchError",
+    "CalibrationDataError",
+]

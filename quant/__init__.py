@@ -1,1 +1,50 @@
-"""quant"""
+"""Post-training quantization engine for timm vision transformers (Mix-QViT).
+
+Public API::
+
+    from quant import find_quantizable_layers, quantize, prepare, calibrate, quant_sites, QuantConfig
+
+* :func:`find_quantizable_layers` - the shared definition of quantizable layers (FQN-keyed).
+* :func:`prepare` / :func:`calibrate` / :func:`quant_sites` - build a fake-quant copy,
+  gather bit-independent statistics once, then set any site's bits at will (profiling).
+* :func:`quantize` - one call: plan (``allocator.Plan`` or ``"W4A4"``) + data -> quantized model.
+"""
+from .api import parse_bits_string, quantize, resolve_plan
+from .config import QuantConfig
+from .data_utils import iter_images
+from .discovery import LayerSite, PostLNGroup, find_post_ln_groups, find_quantizable_layers
+from .engine import calibrate, is_prepared, prepare, quant_sites
+from .errors import NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
+from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
+from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
+
+__all__ = [
+    "QuantConfig",
+    "LayerSite",
+    "PostLNGroup",
+    "find_quantizable_layers",
+    "find_post_ln_groups",
+    "prepare",
+    "calibrate",
+    "quant_sites",
+    "is_prepared",
+    "quantize",
+    "resolve_plan",
+    "parse_bits_string",
+    "iter_images",
+    "QuantSite",
+    "QuantLinear",
+    "QuantConv2d",
+    "QuantMatMul",
+    "QuantAttention",
+    "QuantWindowAttention",
+    "UniformQuantizer",
+    "LogQuantizer",
+    "WeightQuantizer",
+    "ActObserver",
+    "ActQuantizer",
+    "QuantError",
+    "UnsupportedModelError",
+    "PlanMismatchError",
+    "NotCalibratedError",
+]

@@ -1,0 +1,117 @@
+"""Resumable sensitivity results: a JSON checkpoint rewritten atomically after each layer.
+
+The file holds a *fingerprint* (model class, parameter hash, site names, bits, metric,
+baseline, which tables, calibration-data hash, quantizer config) and the finished rows. A run
+that finds a checkpoint with the same fingerprint reuses its rows; a different fingerprint is
+refused (`CheckpointMismatchError`) naming each differing field, because silently mixing rows
+measured under different conditions would corrupt the profile. Writes go to a temporary file in
+the same directory followed by ``os.replace``, so an interrupted run leaves either the previous
+or the new complete file, never a truncated one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointMismatchError
+
+__all__ = ["SensitivityCheckpoint", "model_fingerprint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "mixqvit-sensitivity-checkpoint/1"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the model's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _atomic_write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class SensitivityCheckpoint:
+    """Rows finished so far (site name -> weight / activation row) for one fingerprint."""
+
+    def __init__(self, path: str | os.PathLike | None, fingerprint: dict[str, Any]):
+        self.path = None if path is None else Path(path)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples -> lists
+        self.weight: dict[str, list[float]] = {}
+        self.act: dict[str, list[float]] = {}
+        self.done: list[str] = []
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.path} is not readable JSON ({exc}); delete it to start over"
+            ) from exc
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatchError(
+                f"{self.path} is not a sensitivity checkpoint (format "
+                f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}, expected "
+                f"{CHECKPOINT_FORMAT!r}); pass another checkpoint path"
+            )
+        stored = doc.get("fingerprint", {})
+        diffs = [
+            f"{key}: checkpoint has {_short(stored.get(key))}, this run has {_short(value)}"
+            for key, value in self.fingerprint.items() if stored.get(key) != value
+        ]
+        diffs += [f"{key}: only in the checkpoint" for key in stored if key not in self.fingerprint]
+        if diffs:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.path} was written for a different run and cannot be resumed:\n  "
+                + "\n  ".join(diffs)
+                + "\nDelete the file or pass another checkpoint path to measure from scratch."
+            )
+        self.weight = {k: list(v) for k, v in doc.get("weight", {}).items()}
+        self.act = {k: list(v) for k, v in doc.get("act", {}).items()}
+        self.done = list(doc.get("done", []))
+
+    def record(self, name: str, weight_row: list[float] | None, act_row: list[float] | None) -> None:
+        """Store one finished layer and rewrite the file atomically."""
+        if weight_row is not None:
+            self.weight[name] = [float(v) for v in weight_row]
+        if act_row is not None:
+            self.act[name] = [float(v) for v in act_row]
+        if name not in self.done:
+            self.done.append(name)
+        if self.path is not None:
+            _atomic_write_json(self.path, {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint,
+                "done": self.done,
+                "weight": self.weight,
+                "act": self.act,
+            })
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."

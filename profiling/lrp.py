@@ -1,0 +1,557 @@
+"""Layer importance by Layer-wise Relevance Propagation (LRP), AttnLRP rules, one backward pass.
+
+Why these rules (see docs/lrp.md for the longer argument):
+
+* Implementation: *modified gradient x input*. Each rule is expressed as a change of the backward
+  pass of one operation while the forward values stay exact; then ``relevance(t) = t * dF/dt``
+  for every tensor ``t`` on the path, so a single backward pass from the target logit yields the
+  relevance at every quantizable site (captured with tensor hooks). This is the "efficient"
+  formulation of AttnLRP (Achtibat et al., ICML 2024, reference code: the lxt package), which is
+  not installable here, so the rules are implemented in this module.
+* Linear / conv: epsilon rule ``R_x = x * W^T (R_z / (z + eps*sign(z)))``, implemented as a
+  gradient scaling of the output by ``z / (z + eps*sign(z))``; biases absorb their share of
+  relevance. Default ``eps = 0`` (LRP-0): in explicit LRP eps guards the division by z, but the
+  gradient formulation never divides by z, so eps -> 0 is numerically safe here and saves a
+  backward element-wise pass per layer (the lxt "efficient" mode also leaves linear layers as plain
+  gradient x input). ``epsilon > 0`` is available for the absorbing variant.
+* LayerNorm: identity rule by treating the standard deviation as a constant (detached), which
+  makes the layer linear (centre, scale by a constant, affine); relevance flows through the
+  centring exactly and the LN bias absorbs its share. Chosen over zennit-style rules for norm
+  layers because AttnLRP shows it is the variant that stays faithful in deep transformers.
+* GELU: identity rule ``R_x = R_y`` (AttnLRP eq. 9). An element-wise function has one input, so
+  there is nothing to redistribute; gradient x input would instead weigh by the local slope and
+  break conservation. The "half" rule is for products of two inputs, not for GELU.
+* Attention products q @ k^T and attn @ v: uniform ("half") rule -- each operand receives half of
+  the product's relevance (gradient halved on both operands). A bilinear product is homogeneous of
+  degree 2, so gradient x input would double-count; halving restores conservation exactly.
+* Softmax: AttnLRP's rule ``R_x_i = x_i (R_i - s_i sum_j R_j)``, which is exactly gradient x input
+  through the unchanged softmax. It lets relevance reach q, k (so ``matmul_qk`` and the q/k part of
+  ``qkv`` get importance); the price is that softmax's implicit bias absorbs part of the relevance
+  of the attention-weight branch (conservation is approximate there, measured by
+  `lrp_conservation`). The CP-LRP alternative (Ali et al. 2022; Chefer et al. 2021 also only route
+  through the value path) treats attention as a constant: exactly conservative but gives
+  ``matmul_qk`` zero relevance, useless for ranking that site.
+
+Per-layer importance: for each site, ``sum |R|`` over the elements of the site's output (the
+product's output for a matmul site), per image; averaged over the calibration images, then
+normalised to sum 1. The relevance source is the logit of the predicted class (``target="pred"``)
+or of the label (``target="true"``).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._data import CalibSet, as_calib_set
+from ._sites import Site, discover_sites
+from .errors import LRPUnsupportedError
+
+__all__ = [
+    "LRPResult",
+    "ConservationReport",
+    "lrp_importance",
+    "lrp_conservation",
+    "lrp_mode",
+    "DEFAULT_EPSILON",
+]
+
+#: Epsilon of the epsilon rule. 0 (LRP-0, the eps -> 0 limit) by default: in the gradient x input
+#: formulation no division by z is ever computed, so no stabiliser is needed for numerical safety;
+#: a positive value absorbs relevance of weakly activated outputs (a denoising choice) and costs
+#: one extra element-wise pass per linear layer in the backward pass.
+DEFAULT_EPSILON = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient-modifying primitives (forward value unchanged).
+# --------------------------------------------------------------------------------------------
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by a fixed factor."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
+        if isinstance(factor, torch.Tensor):
+            ctx.save_for_backward(factor)
+            ctx.scalar = None
+        else:
+            ctx.scalar = float(factor)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.scalar is not None:
+            return grad * ctx.scalar, None
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    """Uniform rule for one operand of a two-operand product: gradient halved."""
+    return _ScaleGrad.apply(x, 0.5)
+
+
+class _EpsilonGrad(torch.autograd.Function):
+    """Identity forward; backward scales the gradient by z / (z + eps * sign(z)) (epsilon rule).
+
+    The factor is computed in the backward pass only, so the forward pass costs nothing extra.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.eps = eps
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (z,) = ctx.saved_tensors
+        denom = torch.where(z >= 0, z + ctx.eps, z - ctx.eps)
+        return grad * z / denom, None
+
+
+def _epsilon(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """Epsilon rule on a linear output z (no-op for eps <= 0, i.e. LRP-0)."""
+    if eps <= 0 or not z.requires_grad:
+        return z
+    return _EpsilonGrad.apply(z, eps)
+
+
+class _Surrogate(torch.autograd.Function):
+    """Forward returns a precomputed value; backward sends ``grad * factor`` to the input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(factor)
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None, None
+
+
+def _identity_rule(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   slope_at_zero: float) -> torch.Tensor:
+    """Identity rule for y = fn(x) element-wise: backward sends grad * y / x, so x*g_x = y*g_y."""
+    with torch.no_grad():
+        y = fn(x)
+        safe = torch.where(x == 0, torch.ones_like(x), x)
+        ratio = torch.where(x == 0, torch.full_like(x, slope_at_zero), y / safe)
+    if not x.requires_grad:
+        return y
+    return _Surrogate.apply(x, y, ratio)
+
+
+# --------------------------------------------------------------------------------------------
+# Recording relevance during the backward pass.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Recorder:
+    """Per-sample sums of relevance captured by tensor hooks during one backward pass."""
+
+    batch: int
+    abs_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    signed_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    softmax_absorbed: torch.Tensor | None = None
+
+    def watch(self, name: str, t: torch.Tensor) -> None:
+        """Accumulate sum|t * grad| and sum(t * grad) per sample for tensor t under `name`."""
+        if not t.requires_grad:
+            return
+        value = t.detach()
+
+        def hook(grad: torch.Tensor) -> None:
+            rel = (value * grad).reshape(self.batch, -1)
+            a, s = rel.abs().sum(1), rel.sum(1)
+            self.abs_sum[name] = self.abs_sum.get(name, 0) + a
+            self.signed_sum[name] = self.signed_sum.get(name, 0) + s
+
+        t.register_hook(hook)
+
+    def watch_softmax(self, logits: torch.Tensor, probs: torch.Tensor) -> None:
+        """Record relevance absorbed by a softmax: R(probs) - R(logits), per sample."""
+        if not logits.requires_grad:
+            return
+        lv, pv = logits.detach(), probs.detach()
+
+        def into(sign: float, value: torch.Tensor) -> Callable[[torch.Tensor], None]:
+            def hook(grad: torch.Tensor) -> None:
+                r = sign * (value * grad).reshape(self.batch, -1).sum(1)
+                self.softmax_absorbed = r if self.softmax_absorbed is None else self.softmax_absorbed + r
+            return hook
+
+        probs.register_hook(into(1.0, pv))
+        logits.register_hook(into(-1.0, lv))
+
+
+# --------------------------------------------------------------------------------------------
+# Rule-modified forwards of the supported timm modules.
+# --------------------------------------------------------------------------------------------
+def _layer_norm_forward(mod: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(-len(mod.normalized_shape), 0))
+    mean = x.mean(dim=dims, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=dims, keepdim=True)
+    y = centred / torch.sqrt(var + mod.eps).detach()
+    if mod.weight is not None:
+        y = y * mod.weight
+    if mod.bias is not None:
+        y = y + mod.bias
+    return y
+
+
+def _gelu_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    approximate = getattr(mod, "approximate", "none")
+    return _identity_rule(lambda t: F.gelu(t, approximate=approximate), x, slope_at_zero=0.5)
+
+
+def _attend(rec: _Recorder, name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T + bias) v with the half rule on both products; q already scaled."""
+    scores = _half(q) @ _half(k).transpose(-2, -1)
+    rec.watch(f"{name}.matmul_qk", scores)
+    logits = scores if bias is None else scores + bias
+    probs = logits.softmax(dim=-1)
+    rec.watch_softmax(logits, probs)
+    out = _half(probs) @ _half(v)
+    rec.watch(f"{name}.matmul_av", out)
+    return out
+
+
+def _vit_attention_forward(rec: _Recorder, name: str, mod: nn.Module, x: torch.Tensor,
+                           attn_mask: torch.Tensor | None = None, is_causal: bool = False
+                           ) -> torch.Tensor:
+    if attn_mask is not None or is_causal:
+        raise LRPUnsupportedError(f"{name}: attention masks are not supported by the LRP rules")
+    B, N, _ = x.shape
+    qkv = mod.qkv(x).reshape(B, N, 3, mod.num_heads, mod.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = mod.q_norm(q), mod.k_norm(k)
+    out = _attend(rec, name, q * mod.scale, k, v, None)
+    out = out.transpose(1, 2).reshape(B, N, mod.attn_dim)
+    out = mod.norm(out)
+    return mod.proj_drop(mod.proj(out))
+
+
+def _window_attention_forward(rec: _Recorder, name: str, mod: nn.Module, x: torch.Tensor,
+                              mask: torch.Tensor | None = None) -> torch.Tensor:
+    B_, N, _ = x.shape
+    qkv = mod.qkv(x).reshape(B_, N, 3, mod.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    bias = mod._get_rel_pos_bias()
+    if mask is not None:
+        num_win = mask.shape[0]
+        bias = bias.unsqueeze(1) + mask.unsqueeze(1).unsqueeze(0)  # 1, nW, H, N, N
+        bias = bias.expand(B_ // num_win, -1, -1, -1, -1).reshape(B_, mod.num_heads, N, N)
+    out = _attend(rec, name, q * mod.scale, k, v, bias)
+    out = out.transpose(1, 2).reshape(B_, N, -1)
+    return mod.proj_drop(mod.proj(out))
+
+
+def _attention_kind(mod: nn.Module) -> str | None:
+    """"vit" / "window" for supported timm attention classes, None for non-attention modules."""
+    cls = type(mod).__name__
+    if cls == "Attention" and hasattr(mod, "qkv") and hasattr(mod, "head_dim"):
+        if getattr(mod, "gate", None) is not None:
+            return "unsupported"
+        return "vit"
+    if cls == "WindowAttention" and hasattr(mod, "relative_position_bias_table"):
+        return "window"
+    if "Attention" in cls or "Attn" in cls:
+        return "unsupported"
+    return None
+
+
+# Leaf modules whose own computation is linear (or a no-op in eval mode), so plain gradient x
+# input is the right LRP rule for them.
+_LINEAR_LEAF_NAMES = {
+    "Linear", "Conv2d", "Dropout", "Identity", "DropPath", "Flatten", "LayerScale", "LayerScale2d",
+    "FastAdaptiveAvgPool", "AdaptiveAvgPool2d", "AvgPool2d", "Softmax",
+}
+
+
+def _check_supported(model: nn.Module) -> None:
+    bad: dict[str, str] = {}
+    inside_attention: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside_attention):
+            continue
+        kind = _attention_kind(mod)
+        if kind == "unsupported":
+            bad.setdefault(type(mod).__name__, name)
+            continue
+        if kind is not None:
+            inside_attention.append(name)
+            for sub in ("q_norm", "k_norm", "norm"):
+                m = getattr(mod, sub, None)
+                if m is not None and not isinstance(m, (nn.Identity, nn.LayerNorm)):
+                    bad.setdefault(type(m).__name__, f"{name}.{sub}")
+            continue
+        if any(True for _ in mod.children()):
+            continue
+        cls = type(mod).__name__
+        if isinstance(mod, nn.LayerNorm) or cls in ("GELU",) or cls in _LINEAR_LEAF_NAMES:
+            continue
+        bad.setdefault(cls, name)
+    if bad:
+        listing = ", ".join(f"{cls} (e.g. {where!r})" for cls, where in sorted(bad.items()))
+        raise LRPUnsupportedError(
+            f"{type(model).__name__} contains modules without an LRP rule: {listing}. Supported: "
+            "timm ViT/DeiT/Swin built from Linear, Conv2d, LayerNorm, GELU, Attention, "
+            "WindowAttention, pooling and dropout. Pass importance=False to profile without LRP."
+        )
+
+
+@contextmanager
+def lrp_mode(model: nn.Module, sites: Sequence[Site], rec: _Recorder,
+             epsilon: float = DEFAULT_EPSILON) -> Iterator[None]:
+    """Temporarily give `model` the rule-modified backward pass and relevance hooks.
+
+    Forward values are unchanged (up to floating-point reassociation in LayerNorm and the
+    explicit attention). Everything is restored on exit, also after an exception.
+    """
+    _check_supported(model)
+    site_names = {s.name for s in sites if s.kind != "matmul"}
+    patched: list[nn.Module] = []
+    handles = []
+
+    def patch(mod: nn.Module, fn: Callable[..., torch.Tensor]) -> None:
+        mod.forward = fn  # instance attribute shadows the class method; removed on exit
+        patched.append(mod)
+
+    def linear_hook(name: str) -> Callable[..., torch.Tensor]:
+        record = name in site_names
+
+        def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> torch.Tensor:
+            out = _epsilon(out, epsilon)
+            if record:
+                rec.watch(name, out)
+            return out
+        return hook
+
+    try:
+        for name, mod in model.named_modules():
+            kind = _attention_kind(mod)
+            if kind == "vit":
+                patch(mod, lambda *a, _n=name, _m=mod, **kw: _vit_attention_forward(rec, _n, _m, *a, **kw))
+            elif kind == "window":
+                patch(mod, lambda *a, _n=name, _m=mod, **kw: _window_attention_forward(rec, _n, _m, *a, **kw))
+            elif isinstance(mod, nn.LayerNorm):
+                patch(mod, lambda x, _m=mod: _layer_norm_forward(_m, x))
+            elif type(mod).__name__ == "GELU":
+                patch(mod, lambda x, _m=mod: _gelu_forward(_m, x))
+            elif isinstance(mod, (nn.Linear, nn.Conv2d)):
+                handles.append(mod.register_forward_hook(linear_hook(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for mod in patched:
+            del mod.forward
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LRPResult:
+    """Relevance at each site, per image, and the importance derived from it."""
+
+    names: list[str]
+    per_image: np.ndarray        # (N, L): sum |R| at each site's output, per image
+    importance: np.ndarray       # (L,): per_image averaged over images, normalised to sum 1
+    target_logits: np.ndarray    # (N,): value of the explained logit (total relevance)
+    input_relevance: np.ndarray  # (N,): signed sum of the relevance reaching the input pixels
+    targets: np.ndarray          # (N,): explained class per image
+
+
+def _targets(logits: torch.Tensor, target: Any, labels: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(target, str):
+        if target == "pred":
+            return logits.argmax(dim=1)
+        if target == "true":
+            if labels is None:
+                raise ValueError("target='true' needs labels; give (images, labels) batches")
+            return labels.to(logits.device)
+    elif isinstance(target, int) and 0 <= target < logits.shape[1]:
+        return torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
+    raise ValueError(
+        f"target={target!r}; expected 'pred' (predicted class), 'true' (labels) or a class index "
+        f"in [0, {logits.shape[1]})"
+    )
+
+
+def _explain_batch(model: nn.Module, sites: Sequence[Site], x: torch.Tensor, target: Any,
+                   labels: torch.Tensor | None, epsilon: float,
+                   param_grads: bool = False) -> tuple[_Recorder, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LRP pass over batch x. Returns (recorder, target logits, input relevance, targets)."""
+    rec = _Recorder(batch=int(x.shape[0]))
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(param_grads)
+        x = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad(), lrp_mode(model, sites, rec, epsilon):
+            logits = model(x)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                raise LRPUnsupportedError(
+                    f"{type(model).__name__} returned {type(logits).__name__}; LRP needs a logits "
+                    "tensor (N, classes) -- put the model in eval mode"
+                )
+            tgt = _targets(logits.detach(), target, labels)
+            chosen = logits.gather(1, tgt[:, None]).squeeze(1)
+            chosen.sum().backward()
+        rel_in = (x.detach() * x.grad).reshape(x.shape[0], -1).sum(1)
+        return rec, chosen.detach(), rel_in, tgt
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def lrp_importance(
+    model: nn.Module,
+    calib_data: torch.Tensor | Any,
+    sites: Sequence[Any] | None = None,
+    target: str | int = "pred",
+    epsilon: float = DEFAULT_EPSILON,
+) -> LRPResult:
+    """Per-site importance of `model` by AttnLRP relevance, averaged over `calib_data`.
+
+    One forward and one backward pass per calibration batch. The model is used in eval mode and
+    restored afterwards; its parameters are not modified.
+    """
+    calib = calib_data if isinstance(calib_data, CalibSet) else as_calib_set(calib_data)
+    found = discover_sites(model, sites)
+    was_training = model.training
+    model.eval()
+    rows, tl, ri, tg = [], [], [], []
+    try:
+        for i, x in enumerate(calib.images):
+            labels = calib.labels[i] if calib.labels is not None else None
+            rec, chosen, rel_in, tgt = _explain_batch(model, found, x, target, labels, epsilon)
+            missing = [s.name for s in found if s.name not in rec.abs_sum]
+            if missing:
+                raise LRPUnsupportedError(
+                    f"no relevance reached sites {missing}; they are not on the path from the "
+                    "input to the logits in this model's forward pass"
+                )
+            rows.append(torch.stack([rec.abs_sum[s.name] for s in found], dim=1))
+            tl.append(chosen)
+            ri.append(rel_in)
+            tg.append(tgt)
+    finally:
+        model.train(was_training)
+    per_image = torch.cat(rows).double().cpu().numpy()
+    mean = per_image.mean(axis=0)
+    total = float(mean.sum())
+    if not math.isfinite(total) or total <= 0:
+        raise ValueError(
+            f"total relevance is {total}; cannot normalise importance (are all target logits 0?)"
+        )
+    return LRPResult(
+        names=[s.name for s in found],
+        per_image=per_image,
+        importance=mean / total,
+        target_logits=torch.cat(tl).double().cpu().numpy(),
+        input_relevance=torch.cat(ri).double().cpu().numpy(),
+        targets=torch.cat(tg).cpu().numpy(),
+    )
+
+
+_BIAS_LIKE = ("bias", "pos_embed", "cls_token", "dist_token", "reg_token",
+              "relative_position_bias_table")
+
+
+@dataclass
+class ConservationReport:
+    """Where the relevance of one explained logit went (one image).
+
+    ``logit == input + biases + softmax + residual``: ``input`` reaches the pixels, ``biases``
+    is absorbed by additive parameters (linear/LN biases, position embeddings, class tokens,
+    relative position biases), ``softmax`` is absorbed by the softmax rule, ``residual`` is what
+    the epsilon stabiliser and floating point leave (tiny when the rules are implemented right).
+    ``blocks`` maps each transformer block to (relevance entering its input, leaving its output).
+    """
+
+    logit: float
+    input: float
+    biases: float
+    softmax: float
+    residual: float
+    blocks: dict[str, tuple[float, float]]
+
+
+def lrp_conservation(
+    model: nn.Module,
+    image: torch.Tensor,
+    blocks: Sequence[str] = (),
+    sites: Sequence[Any] | None = None,
+    target: str | int = "pred",
+    epsilon: float = DEFAULT_EPSILON,
+) -> ConservationReport:
+    """Account for all relevance of one image's explained logit (a diagnostic, slow-ish).
+
+    `blocks` names modules (e.g. ``blocks.0``) whose input and output relevance to report, for
+    layer-by-layer conservation.
+    """
+    if image.dim() == 3:
+        image = image[None]
+    if image.shape[0] != 1:
+        raise ValueError(f"lrp_conservation takes one image, got a batch of {image.shape[0]}")
+    found = discover_sites(model, sites)
+    modules = dict(model.named_modules())
+    unknown = [b for b in blocks if b not in modules]
+    if unknown:
+        raise ValueError(f"blocks {unknown} name no module of {type(model).__name__}")
+    flow: dict[str, list[float]] = {b: [0.0, 0.0] for b in blocks}
+    handles = []
+
+    def watch_io(name: str):
+        def pre(mod: nn.Module, args: tuple) -> None:
+            t = args[0]
+            if t.requires_grad:
+                v = t.detach()
+                t.register_hook(lambda g: flow[name].__setitem__(0, float((v * g).sum())))
+
+        def post(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            if out.requires_grad:
+                v = out.detach()
+                out.register_hook(lambda g: flow[name].__setitem__(1, float((v * g).sum())))
+        return pre, post
+
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    try:
+        for b in blocks:
+            pre, post = watch_io(b)
+            handles.append(modules[b].register_forward_pre_hook(pre))
+            handles.append(modules[b].register_forward_hook(post))
+        rec, chosen, rel_in, _ = _explain_batch(model, found, image, target, None, epsilon,
+                                                param_grads=True)
+        biases = 0.0
+        for name, p in model.named_parameters():
+            if p.grad is not None and name.split(".")[-1] in _BIAS_LIKE:
+                biases += float((p.detach() * p.grad).sum())
+    finally:
+        for h in handles:
+            h.remove()
+        for p in model.parameters():
+            p.grad = None
+        model.train(was_training)
+    logit = float(chosen[0])
+    inp = float(rel_in[0])
+    soft = float(rec.softmax_absorbed[0]) if rec.softmax_absorbed is not None else 0.0
+    return ConservationReport(
+        logit=logit, input=inp, biases=biases, softmax=soft,
+        residual=logit - inp - biases - soft,
+        blocks={b: (v[0], v[1]) for b, v in flow.items()},
+    )

@@ -1,0 +1,153 @@
+"""`profile_model`: everything the allocator needs about a model, measured in one call.
+
+costs (`profiling.costs`) + LRP importance (`profiling.lrp`) + weight / activation
+sensitivity (`profiling.sensitivity`) -> `allocator.Profile`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ._data import as_calib_set
+from .costs import layer_costs
+from .lrp import DEFAULT_EPSILON, lrp_importance
+from .sensitivity import measure_sensitivity
+
+__all__ = ["profile_model", "library_version"]
+
+
+def library_version() -> str:
+    """Installed mixqvit version ("unknown" when run from a source tree without metadata)."""
+    try:
+        from importlib.metadata import version
+
+        return version("mixqvit")
+    except Exception:  # noqa: BLE001 - metadata missing is not an error worth failing on
+        return "unknown"
+
+
+def profile_model(
+    model: nn.Module,
+    calib_data: Any,
+    bits: Sequence[int] = (2, 3, 4, 5, 6, 8),
+    metric: str = "kl",
+    baseline_bits: int | None = None,
+    importance: bool = True,
+    weight: bool = True,
+    activation: bool = True,
+    pin_first_last: int | None = 8,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    verbose: bool = True,
+    config: Any = None,
+    lrp_target: str | int = "pred",
+    lrp_epsilon: float = DEFAULT_EPSILON,
+):
+    """Profile `model` on `calib_data` and return an `allocator.Profile`.
+
+    * layers: one `LayerInfo` per quantizable site (quant's discovery, forward order) with
+      weight count and MACs per sample for the calibration image shape; the first layer (patch
+      embedding) and last layers (classifier heads) get ``fixed_bits=pin_first_last`` (None:
+      nothing pinned).
+    * importance: AttnLRP relevance per site, averaged over the calibration images, sum 1
+      (``importance=False`` skips it).
+    * weight / act sensitivity: mean `metric` damage per (site, bits) with every other site at
+      `baseline_bits` (None = float). Negative damage (a quantized layer doing slightly better on
+      the calibration set, possible for "loss"/"top1") is stored as 0: the allocator reads these
+      tables as costs, and a measured improvement is noise, not a reason to prefer fewer bits.
+    * metadata: model class and name, calibration size, input shape, seed, library version,
+      quant config, LRP target, timings.
+
+    `config` is a `quant.QuantConfig` (default one if None). `seed` seeds torch before each
+    stage, so repeated calls give identical profiles. `model` is not modified.
+    """
+    from allocator import LayerInfo, Profile
+    from quant import QuantConfig, calibrate, find_quantizable_layers, prepare
+
+    if pin_first_last is not None and (not isinstance(pin_first_last, int) or not 1 <= pin_first_last <= 16):
+        raise ValueError(f"pin_first_last={pin_first_last!r}; expected None or an int bit-width in [1, 16]")
+    config = QuantConfig() if config is None else config
+    calib = as_calib_set(calib_data)
+    was_training = model.training
+    model.eval()
+    timings: dict[str, float] = {}
+    try:
+        sites = find_quantizable_layers(model)
+        t = time.perf_counter()
+        costs = layer_costs(model, calib.input_shape, sites)
+        timings["costs_s"] = time.perf_counter() - t
+
+        imp = None
+        if importance:
+            torch.manual_seed(seed)
+            t = time.perf_counter()
+            imp = lrp_importance(model, calib, sites, target=lrp_target, epsilon=lrp_epsilon).importance
+            timings["lrp_s"] = time.perf_counter() - t
+
+        w_table = a_table = None
+        if weight or activation:
+            torch.manual_seed(seed)
+            t = time.perf_counter()
+            qmodel = prepare(model, config)
+            calibrate(qmodel, calib.images)
+            timings["calibrate_s"] = time.perf_counter() - t
+            sens = measure_sensitivity(
+                qmodel, calib, bits=bits, metric=metric, baseline_bits=baseline_bits,
+                weight=weight, activation=activation, checkpoint=checkpoint,
+                fingerprint_extra={"quant_config": _jsonable(config), "seed": seed},
+                verbose=verbose,
+            )
+            timings["sensitivity_s"] = sens.seconds
+            if sens.names != [s.name for s in sites]:
+                raise RuntimeError(
+                    "quant.prepare changed the site list: "
+                    f"{[s.name for s in sites][:3]}... vs {sens.names[:3]}..."
+                )
+            w_table = None if sens.weight is None else np.maximum(sens.weight, 0.0)
+            a_table = None if sens.act is None else np.maximum(sens.act, 0.0)
+    finally:
+        model.train(was_training)
+
+    layers = [
+        LayerInfo(
+            name=c.name, kind=c.kind, params=c.params, macs=c.macs,
+            fixed_bits=pin_first_last if pin_first_last is not None and s.role in ("first", "last") else None,
+        )
+        for c, s in zip(costs, sites)
+    ]
+    metadata = {
+        "model_class": f"{type(model).__module__}.{type(model).__name__}",
+        "model_name": _model_name(model),
+        "calibration_size": calib.size,
+        "input_shape": list(calib.input_shape),
+        "seed": seed,
+        "library_version": library_version(),
+        "quant_config": _jsonable(config),
+        "lrp_target": lrp_target if importance else None,
+        "lrp_epsilon": lrp_epsilon if importance else None,
+        "pinned_bits": pin_first_last,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    return Profile(
+        layers=layers, bits=tuple(int(b) for b in bits), importance=imp,
+        weight_sensitivity=w_table, act_sensitivity=a_table, metric=metric,
+        baseline_bits=baseline_bits, metadata=metadata,
+    )
+
+
+def _model_name(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _jsonable(config: Any) -> Any:
+    try:
+        return asdict(config)
+    except TypeError:
+        return repr(config)

@@ -1,0 +1,109 @@
+"""QuantConfig: the small, serialisable description of *how* to quantize.
+
+*Which* bit-width each layer gets is the plan's business (``allocator.Plan`` or "W4A4");
+the config says how ranges are calibrated and which quantizer each kind of tensor uses.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS"]
+
+RANGE_METHODS = ("minmax", "percentile", "mse")
+POST_LN_MODES = ("clipped", "channel", "tensor")
+SOFTMAX_QUANTIZERS = ("log2", "logsqrt2", "uniform")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize. All fields have defaults that work for timm ViT/DeiT/Swin.
+
+    post_ln:
+        Quantizer for activations that leave a LayerNorm and enter a linear layer (inputs of
+        qkv, fc1, Swin's patch-merging reduction, the classifier head). These have a few
+        channels with ranges far wider than the rest, which wrecks a per-tensor quantizer.
+
+        * ``"clipped"`` (default, Mix-QViT): per-channel ranges from calibration, the widest
+          channels' ranges capped at the ``clip_percentile``-th percentile of the per-channel
+          range widths, then folded into the LayerNorm affine and the next linear layer so
+          inference uses one per-tensor quantizer. Capping keeps the folded weight columns
+          (multiplied by the channel's range ratio) from blowing up the weight quantizer's
+          range and clips the rare extreme activations of outlier channels.
+        * ``"channel"``: the same fold with no capping (RepQ-ViT-style).
+        * ``"tensor"``: a plain per-tensor quantizer calibrated with ``act_method``.
+    clip_percentile:
+        Percentile (0-100] of the distribution of per-channel range widths at which the
+        ``"clipped"`` mode caps a channel's width. 100 means no clipping.
+    weight_method, act_method:
+        Range calibration: ``"minmax"``, ``"percentile"`` (``percentile`` and
+        ``100 - percentile``) or ``"mse"`` (grid search over ``mse_grid`` shrink factors of
+        the min-max range minimising squared quantization error). Weights use the tensor
+        itself (data-free); activations use the calibration statistics.
+    weight_per_channel:
+        Per-output-channel weight scales (True) or one scale per tensor (False).
+    weight_symmetric, act_symmetric:
+        Symmetric (zero point 0; unsigned when the data is non-negative) or asymmetric
+        (integer zero point).
+    softmax:
+        Quantizer for attention probabilities entering ``attn @ v``: ``"log2"`` (levels
+        s*2^-k), ``"logsqrt2"`` (levels s*2^(-k/2), finer near 1) or ``"uniform"``.
+    percentile:
+        Upper percentile used by the ``"percentile"`` method.
+    mse_grid:
+        Number of candidate shrink factors in the ``"mse"`` search.
+    calib_samples:
+        Number of activation values each activation quantizer keeps (random subsample)
+        for percentile/MSE calibration at any bit-width.
+    edge_bits:
+        With a string plan ("W4A4"), bits of the first layer (patch embedding) and last
+        layers (classifier heads); ``None`` applies the string to them as well.
+    seed:
+        Seed of the subsampling, making calibration deterministic.
+    """
+
+    post_ln: Literal["clipped", "channel", "tensor"] = "clipped"
+    clip_percentile: float = 99.0
+    weight_method: Literal["minmax", "percentile", "mse"] = "mse"
+    act_method: Literal["minmax", "percentile", "mse"] = "mse"
+    weight_per_channel: bool = True
+    weight_symmetric: bool = True
+    act_symmetric: bool = False
+    softmax: Literal["log2", "logsqrt2", "uniform"] = "log2"
+    percentile: float = 99.99
+    mse_grid: int = 40
+    calib_samples: int = 16384
+    edge_bits: int | None = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def choice(field: str, value: Any, options: tuple[str, ...]) -> None:
+            if value not in options:
+                raise ValueError(f"QuantConfig.{field}={value!r}; expected one of {options}")
+
+        choice("post_ln", self.post_ln, POST_LN_MODES)
+        choice("weight_method", self.weight_method, RANGE_METHODS)
+        choice("act_method", self.act_method, RANGE_METHODS)
+        choice("softmax", self.softmax, SOFTMAX_QUANTIZERS)
+        if not 0.0 < self.clip_percentile <= 100.0:
+            raise ValueError(f"QuantConfig.clip_percentile={self.clip_percentile}; expected 0 < p <= 100")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"QuantConfig.percentile={self.percentile}; expected 50 < p <= 100")
+        if self.mse_grid < 1:
+            raise ValueError(f"QuantConfig.mse_grid={self.mse_grid}; expected >= 1")
+        if self.calib_samples < 16:
+            raise ValueError(f"QuantConfig.calib_samples={self.calib_samples}; expected >= 16")
+        if self.edge_bits is not None and not 2 <= self.edge_bits <= 16:
+            raise ValueError(f"QuantConfig.edge_bits={self.edge_bits}; expected None or 2..16")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable) of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"QuantConfig.from_dict: unknown fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)

@@ -1,0 +1,345 @@
+"""Fake quantizers (nn.Modules) built on :mod:`quant.ranges`.
+
+* :class:`UniformQuantizer` - holds ``scale``/``zero_point`` (buffers; :meth:`make_learnable`
+  turns the scale into an LSQ parameter for QAT) and applies the uniform fake quantization.
+* :class:`LogQuantizer` - log2 / log-sqrt2 quantizer for softmax probabilities.
+* :class:`WeightQuantizer` - data-free: derives its range from the weight it is given,
+  caching parameters per bit-width so profiling can switch bit-widths cheaply.
+* :class:`ActQuantizer` - an :class:`ActObserver` plus a uniform or log quantizer. The
+  observer records bit-independent statistics (running min/max, optional per-channel
+  min/max, a random subsample of values) once; any bit-width is calibrated from them later.
+
+Every quantizer has ``bits`` (``None`` = pass-through float) and ``set_bits``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import NotCalibratedError
+from .ranges import QParams, check_bits, estimate_range, fake_quantize, log_quantize, log_scale_search, qparams_from_range
+
+__all__ = ["UniformQuantizer", "LogQuantizer", "WeightQuantizer", "ActObserver", "ActQuantizer"]
+
+
+def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """Reshape a per-channel vector ``t`` so it broadcasts along ``axis`` of ``x``."""
+    if axis is None or t.dim() == 0:
+        return t
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+class UniformQuantizer(nn.Module):
+    """Uniform fake quantizer ``(clamp(round(x/s)+z, qmin, qmax) - z) * s``.
+
+    ``channel_axis=None`` is per-tensor; otherwise ``scale``/``zero_point`` are vectors along
+    that axis. Parameters are set with :meth:`set_qparams` by the owner (weight or activation
+    quantizer); the straight-through estimator makes it usable in QAT.
+    """
+
+    def __init__(self, channel_axis: int | None = None) -> None:
+        super().__init__()
+        self.channel_axis = channel_axis
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0.0))
+        self.qmin, self.qmax = 0, 255
+        self.learnable = False
+
+    def set_qparams(self, qp: QParams) -> None:
+        """Install ``(scale, zero_point, qmin, qmax)`` (resizing the buffers if needed)."""
+        scale, zp, self.qmin, self.qmax = qp
+        with torch.no_grad():
+            if self.learnable and self.scale.shape == scale.shape:
+                self.scale.copy_(scale)
+            elif self.learnable:
+                self.scale = nn.Parameter(scale.detach().clone())
+            else:
+                self.scale = scale.detach().clone()  # computed from the data: already on its device
+            self.zero_point = zp.detach().clone().to(self.scale.device)
+
+    def make_learnable(self) -> nn.Parameter:
+        """Turn ``scale`` into an ``nn.Parameter`` (LSQ); returns it. Owners stop re-deriving it."""
+        if not self.learnable:
+            self.scale = nn.Parameter(self.scale.detach().clone())
+            self.learnable = True
+        return self.scale
+
+    def levels(self) -> int:
+        """Number of distinct integer codes, ``qmax - qmin + 1``."""
+        return self.qmax - self.qmin + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = _broadcast(self.scale, x, self.channel_axis)
+        zp = _broadcast(self.zero_point, x, self.channel_axis)
+        return fake_quantize(x.float(), scale, zp, self.qmin, self.qmax).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channel_axis={self.channel_axis}, qmin={self.qmin}, qmax={self.qmax}, learnable={self.learnable}"
+
+
+class LogQuantizer(nn.Module):
+    """Logarithmic quantizer for attention probabilities (values in ``[0, s]``).
+
+    Levels are ``s * base^-k`` plus an exact 0, at most ``2^b`` in all, with ``base`` 2
+    (``"log2"``) or sqrt(2) (``"logsqrt2"``); see :func:`quant.ranges.log_quantize`. Softmax
+    outputs are concentrated near 0 with a few large values that matter most, which a
+    log grid represents with constant relative error. Gradient: straight-through (identity).
+    """
+
+    def __init__(self, base: str = "log2") -> None:
+        super().__init__()
+        if base not in ("log2", "logsqrt2"):
+            raise ValueError(f"LogQuantizer base must be 'log2' or 'logsqrt2', got {base!r}")
+        self.base = base
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.bits = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xq = log_quantize(xf, self.scale, self.bits, self.base)
+        return (xf + (xq - xf).detach()).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}, bits={self.bits}"
+
+
+class WeightQuantizer(nn.Module):
+    """Data-free weight quantizer: range from the weight itself (minmax/percentile/mse).
+
+    Parameters are cached per bit-width and recomputed whenever the weight tensor changes
+    (``_version`` counter), e.g. after LayerNorm folding or an optimiser step, unless the
+    scale was made learnable for QAT.
+    """
+
+    def __init__(
+        self,
+        method: str = "mse",
+        per_channel: bool = True,
+        symmetric: bool = True,
+        percentile: float = 99.99,
+        grid: int = 40,
+    ) -> None:
+        super().__init__()
+        self.method, self.per_channel, self.symmetric = method, per_channel, symmetric
+        self.percentile, self.grid = percentile, grid
+        self.bits: int | None = None
+        self.quantizer = UniformQuantizer(channel_axis=0 if per_channel else None)
+        self._cache: dict[int, QParams] = {}
+        self._cache_key: tuple[int, int] | None = None
+        self._installed: tuple[int, int, int] | None = None
+
+    def set_bits(self, bits: int | None) -> None:
+        self.bits = check_bits(bits, "weight bits")
+
+    def qparams(self, weight: torch.Tensor, bits: int) -> QParams:
+        """Quantization parameters of ``weight`` at ``bits`` (cached while the weight is unchanged)."""
+        key = (weight.data_ptr(), weight._version)
+        if key != self._cache_key:
+            self._cache, self._cache_key = {}, key
+        if bits not in self._cache:
+            w = weight.detach()
+            rows = w.reshape(w.shape[0], -1) if self.per_channel else w.reshape(1, -1)
+            lo, hi = estimate_range(rows, self.method, bits, self.symmetric, self.percentile, self.grid)
+            if not self.per_channel:
+                lo, hi = lo[0], hi[0]
+            self._cache[bits] = qparams_from_range(lo, hi, bits, self.symmetric)
+        return self._cache[bits]
+
+    def make_learnable(self, weight: torch.Tensor) -> nn.Parameter:
+        """Install the calibrated scale for ``weight`` at the current bits and make it an LSQ
+        parameter (QAT). Later weight updates no longer re-derive it; ``set_bits`` does."""
+        if self.bits is None:
+            raise ValueError("make_learnable needs weight bits; call set_bits first")
+        self.quantizer.set_qparams(self.qparams(weight, self.bits))
+        self._installed = (weight.data_ptr(), weight._version, self.bits)
+        return self.quantizer.make_learnable()
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.bits is None:
+            return weight
+        state = (weight.data_ptr(), weight._version, self.bits)
+        learned = self.quantizer.learnable and self._installed is not None and self._installed[2] == self.bits
+        if state != self._installed and not learned:  # weight or bits changed: re-derive the range
+            self.quantizer.set_qparams(self.qparams(weight, self.bits))
+            self._installed = state
+        return self.quantizer(weight)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, method={self.method}, per_channel={self.per_channel}, symmetric={self.symmetric}"
+
+
+class ActObserver(nn.Module):
+    """Bit-independent activation statistics gathered during calibration.
+
+    Records the running min/max over all values, optionally per-channel (last dim) min/max,
+    and a uniform random subsample of at most ``max_samples`` values (deterministic given
+    ``seed``) for percentile/MSE calibration. Statistics are non-persistent buffers: they
+    move with ``.to(device)`` but stay out of ``state_dict``.
+    """
+
+    def __init__(self, max_samples: int = 16384, seed: int = 0, channel_stats: bool = False) -> None:
+        super().__init__()
+        self.max_samples, self.seed, self.channel_stats = max_samples, seed, channel_stats
+        self.active = False
+        self._gen: torch.Generator | None = None
+        self.register_buffer("min_val", torch.tensor(float("inf")), persistent=False)
+        self.register_buffer("max_val", torch.tensor(float("-inf")), persistent=False)
+        self.register_buffer("ch_min", torch.empty(0), persistent=False)
+        self.register_buffer("ch_max", torch.empty(0), persistent=False)
+        self.register_buffer("sample", torch.empty(0), persistent=False)
+        self.n_seen = 0
+
+    def reset(self) -> None:
+        """Forget all statistics and restart the (seeded) subsampling stream."""
+        dev = self.min_val.device
+        self.min_val = torch.tensor(float("inf"), device=dev)
+        self.max_val = torch.tensor(float("-inf"), device=dev)
+        self.ch_min = torch.empty(0, device=dev)
+        self.ch_max = torch.empty(0, device=dev)
+        self.sample = torch.empty(0, device=dev)
+        self.n_seen = 0
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.n_seen > 0
+
+    def _randint(self, high: int, size: int, device: torch.device) -> torch.Tensor:
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(self.seed)
+        return torch.randint(high, (size,), generator=self._gen).to(device)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        flat = x.reshape(-1)
+        m = flat.numel()
+        if m == 0:
+            return
+        if self.min_val.device != x.device:  # statistics live where the activations are
+            self.to(x.device)
+        self.min_val = torch.minimum(self.min_val, flat.min())
+        self.max_val = torch.maximum(self.max_val, flat.max())
+        if self.channel_stats:
+            rows = x.reshape(-1, x.shape[-1])
+            cmin, cmax = rows.amin(dim=0), rows.amax(dim=0)
+            if self.ch_min.numel() == 0:
+                self.ch_min, self.ch_max = cmin, cmax
+            else:
+                self.ch_min, self.ch_max = torch.minimum(self.ch_min, cmin), torch.maximum(self.ch_max, cmax)
+        cap, seen = self.max_samples, self.n_seen
+        if seen + m <= cap:
+            self.sample = torch.cat([self.sample, flat])
+        else:
+            # Keep the sample uniform over everything seen: old and new values in proportion.
+            k_new = min(m, max(1, round(cap * m / (seen + m))))
+            k_old = min(cap - k_new, self.sample.numel())
+            old = self.sample[self._randint(self.sample.numel(), k_old, x.device)] if k_old > 0 else self.sample[:0]
+            new = flat[self._randint(m, k_new, x.device)]
+            self.sample = torch.cat([old, new])
+        self.n_seen = seen + m
+
+    def finish(self) -> None:
+        """Stop observing and drop the random generator (keeps the module deep-copyable)."""
+        self.active = False
+        self._gen = None
+
+
+class ActQuantizer(nn.Module):
+    """Activation fake quantizer: an :class:`ActObserver` plus a uniform or log quantizer.
+
+    ``kind``: ``"uniform"`` (per-tensor, range from ``method``), ``"log2"``/``"logsqrt2"``
+    (scale = observed maximum for ``"minmax"``, else the MSE-best phase of the level grid). ``fixed_range`` (set by LayerNorm folding) overrides the
+    calibrated range of a uniform quantizer. Parameters are computed lazily for the current
+    bit-width, so ``set_bits`` after ``calibrate`` needs no new data.
+    """
+
+    def __init__(
+        self,
+        kind: str = "uniform",
+        method: str = "mse",
+        symmetric: bool = False,
+        percentile: float = 99.99,
+        grid: int = 40,
+        max_samples: int = 16384,
+        seed: int = 0,
+        channel_stats: bool = False,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if kind not in ("uniform", "log2", "logsqrt2"):
+            raise ValueError(f"ActQuantizer kind must be 'uniform', 'log2' or 'logsqrt2', got {kind!r}")
+        self.kind, self.method, self.symmetric = kind, method, symmetric
+        self.percentile, self.grid, self.name = percentile, grid, name
+        self.bits: int | None = None
+        self.observer = ActObserver(max_samples, seed, channel_stats)
+        self.quantizer: nn.Module = UniformQuantizer() if kind == "uniform" else LogQuantizer(kind)
+        self.fixed_range: tuple[float, float] | None = None
+        self._installed_bits: int | None = None
+
+    def set_bits(self, bits: int | None) -> None:
+        self.bits = check_bits(bits, "activation bits")
+        self._installed_bits = None
+
+    def invalidate(self) -> None:
+        """Mark parameters stale (after new statistics or a new fixed range)."""
+        self._installed_bits = None
+
+    def set_fixed_range(self, lo: float, hi: float) -> None:
+        """Use ``[lo, hi]`` instead of the calibrated range (LayerNorm-folded inputs)."""
+        self.fixed_range = (float(lo), float(hi))
+        self.invalidate()
+
+    def _install(self, bits: int, device: torch.device) -> None:
+        obs = self.observer
+        if self.kind != "uniform":
+            if not obs.calibrated:
+                raise NotCalibratedError(self._uncalibrated_message())
+            max_val = obs.max_val.clamp(min=1e-8)
+            if self.method != "minmax" and obs.sample.numel():
+                max_val = log_scale_search(obs.sample, max_val, bits, self.kind)
+            self.quantizer.bits = bits
+            self.quantizer.scale = max_val.to(device)
+            return
+        if self.fixed_range is not None:
+            lo, hi = (torch.tensor(v, device=device) for v in self.fixed_range)
+        elif not obs.calibrated:
+            raise NotCalibratedError(self._uncalibrated_message())
+        elif self.method == "minmax":
+            lo, hi = obs.min_val, obs.max_val
+        else:
+            lo, hi = estimate_range(obs.sample[None, :], self.method, bits, self.symmetric, self.percentile, self.grid)
+            lo, hi = lo[0], hi[0]
+        self.quantizer.set_qparams(qparams_from_range(lo.to(device), hi.to(device), bits, self.symmetric))
+
+    def make_learnable(self) -> nn.Parameter:
+        """Install the calibrated parameters at the current bits and make the scale an LSQ
+        parameter (QAT). Only for uniform quantizers; ``set_bits`` re-derives it from statistics."""
+        if self.bits is None or self.kind != "uniform":
+            raise ValueError(f"make_learnable needs a uniform quantizer with bits set; have kind={self.kind}, bits={self.bits}")
+        if self._installed_bits != self.bits:
+            self._install(self.bits, self.observer.min_val.device)
+            self._installed_bits = self.bits
+        return self.quantizer.make_learnable()
+
+    def _uncalibrated_message(self) -> str:
+        where = f" at '{self.name}'" if self.name else ""
+        return (
+            f"activation quantizer{where} has no calibration statistics; run "
+            f"quant.calibrate(qmodel, calib_data) (or use quant.quantize) before setting activation bits"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer.active:
+            self.observer.update(x)
+        if self.bits is None:
+            return x
+        if self._installed_bits != self.bits:
+            self._install(self.bits, x.device)
+            self._installed_bits = self.bits
+        return self.quantizer(x)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, bits={self.bits}, method={self.method}, fixed_range={self.fixed_range}"

@@ -1,0 +1,179 @@
+"""Pure tensor functions: quantization parameters, fake quantization, range estimation.
+
+Kept free of ``nn.Module`` state so that the weight and activation quantizers (and QAT)
+share one implementation of the arithmetic, and so it can be property-tested directly.
+
+Conventions: a range is a pair ``(lo, hi)`` of tensors of shape ``(C,)`` (per channel) or
+``()`` (per tensor). Ranges are always widened to contain 0, so that 0 is exactly
+representable (padding, ReLU/GELU zeros, masked attention) and the zero point is an integer.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "QParams",
+    "round_ste",
+    "fake_quantize",
+    "qparams_from_range",
+    "estimate_range",
+    "check_bits",
+    "log_quantize",
+    "log_scale_search",
+]
+
+#: Smallest scale ever used; guards zero-width ranges (constant channels, dead units).
+MIN_SCALE = 1e-10
+
+
+def check_bits(bits: int | None, what: str = "bits") -> int | None:
+    """Validate a bit-width: ``None`` (float) or an int in 2..16."""
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise TypeError(f"{what} must be an int in 2..16 or None (float); got {bits!r}")
+    if not 2 <= bits <= 16:
+        raise ValueError(f"{what}={bits} is outside the supported 2..16 (use None for float)")
+    return bits
+
+
+class QParams(NamedTuple):
+    """``(scale, zero_point, qmin, qmax)``; scale and zero_point are float tensors."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round to nearest with a straight-through gradient (d round(x)/dx := 1)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
+) -> torch.Tensor:
+    """``(round(clamp(x/s + z, qmin, qmax)) - z) * s`` with straight-through rounding.
+
+    Clamping before rounding (as LSQ does; identical values since ``z``, ``qmin``, ``qmax``
+    are integers) gives the usual STE: gradient w.r.t. ``x`` is 1 where ``x/s + z`` lies in
+    ``[qmin, qmax]`` and 0 where clamped; w.r.t. ``scale`` it is the LSQ gradient, so a
+    learnable scale works. ``scale``/``zero_point`` must already broadcast against ``x``.
+    """
+    q = round_ste(torch.clamp(x / scale + zero_point, qmin, qmax))
+    return (q - zero_point) * scale
+
+
+def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> QParams:
+    """Scale and zero point of a ``bits``-bit uniform quantizer covering ``[lo, hi]``.
+
+    Symmetric: zero point 0; signed levels ``-2^(b-1) .. 2^(b-1)-1`` with
+    ``s = max|x| / (2^(b-1)-1)``, or unsigned ``0 .. 2^b-1`` when every ``lo >= 0`` (so a
+    non-negative tensor does not waste its sign bit). Asymmetric: ``0 .. 2^b-1`` with
+    ``s = (hi-lo)/(2^b-1)`` and integer ``z = round(-lo/s)``.
+    """
+    check_bits(bits)
+    lo = torch.minimum(lo.float(), torch.zeros_like(lo, dtype=torch.float32))
+    hi = torch.maximum(hi.float(), torch.zeros_like(hi, dtype=torch.float32))
+    if symmetric:
+        if bool((lo >= 0).all()):
+            qmin, qmax = 0, 2**bits - 1
+            scale = hi / qmax
+        else:
+            qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+            scale = torch.maximum(-lo, hi) / qmax
+        scale = scale.clamp(min=MIN_SCALE)
+        return QParams(scale, torch.zeros_like(scale), qmin, qmax)
+    qmin, qmax = 0, 2**bits - 1
+    scale = ((hi - lo) / qmax).clamp(min=MIN_SCALE)
+    zero_point = torch.clamp(torch.round(-lo / scale), qmin, qmax)
+    return QParams(scale, zero_point, qmin, qmax)
+
+
+def _quantile_rows(rows: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row quantile that also works past ``torch.quantile``'s input-size limit."""
+    n = rows.shape[1]
+    if rows.numel() <= 8_000_000:
+        return torch.quantile(rows, q, dim=1)
+    k = min(max(int(round(q * (n - 1))) + 1, 1), n)
+    return rows.kthvalue(k, dim=1).values
+
+
+def estimate_range(
+    rows: torch.Tensor,
+    method: str,
+    bits: int,
+    symmetric: bool,
+    percentile: float = 99.99,
+    grid: int = 40,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipping range ``(lo, hi)`` of each row of ``rows`` (shape ``(C, n)``) for ``bits`` bits.
+
+    ``"minmax"`` and ``"percentile"`` do not depend on ``bits``; ``"mse"`` tries
+    ``grid`` shrink factors ``a`` in [0.1, 1] of the min-max range (``[a*lo, a*hi]``) and keeps,
+    per row, the one with the smallest squared quantization error of the row's values.
+    """
+    rows = rows.detach().float()
+    if rows.dim() != 2 or rows.shape[1] == 0:
+        raise ValueError(f"estimate_range expects a non-empty (C, n) tensor, got shape {tuple(rows.shape)}")
+    if method == "minmax":
+        return rows.amin(dim=1), rows.amax(dim=1)
+    if method == "percentile":
+        p = percentile / 100.0
+        return _quantile_rows(rows, 1.0 - p), _quantile_rows(rows, p)
+    if method == "mse":
+        lo0, hi0 = rows.amin(dim=1), rows.amax(dim=1)
+        best_err = torch.full_like(lo0, float("inf"))
+        best_lo, best_hi = lo0.clone(), hi0.clone()
+        for alpha in torch.linspace(1.0, 0.1, grid).tolist():
+            lo, hi = lo0 * alpha, hi0 * alpha
+            scale, zp, qmin, qmax = qparams_from_range(lo, hi, bits, symmetric)
+            err = (fake_quantize(rows, scale[:, None], zp[:, None], qmin, qmax) - rows).pow(2).sum(dim=1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_lo = torch.where(better, lo, best_lo)
+            best_hi = torch.where(better, hi, best_hi)
+        return best_lo, best_hi
+    raise ValueError(f"unknown range method {method!r}; expected 'minmax', 'percentile' or 'mse'")
+
+
+#: Largest exponent of a log quantizer level: 2^-64 is far below any meaningful probability,
+#: and keeping levels normal float32 numbers keeps the arithmetic exact.
+LOG_MAX_EXPONENT = 64
+
+
+def log_quantize(x: torch.Tensor, scale: torch.Tensor, bits: int, base: str) -> torch.Tensor:
+    """Nearest (in the log domain) of the levels ``scale * base^-k``, ``k = 0..K``, or 0.
+
+    ``base`` is ``"log2"`` (2) or ``"logsqrt2"`` (sqrt 2). ``K = 2^bits - 2`` (capped at
+    2^-64), so with the zero level there are at most ``2^bits`` levels. Values above ``scale``
+    clip to ``scale``. No gradient (callers add the straight-through estimator).
+    """
+    steps = 1 if base == "log2" else 2
+    max_code = min(2**bits - 2, LOG_MAX_EXPONENT * steps)
+    with torch.no_grad():
+        ratio = (x.float() / scale).clamp(min=0.0)
+        code = torch.round(-torch.log2(ratio) * steps).clamp(min=0.0)  # log2(0) = -inf -> inf
+        xq = scale * torch.exp2(-code / steps)
+        return torch.where(code > max_code, torch.zeros_like(xq), xq)
+
+
+def log_scale_search(sample: torch.Tensor, max_val: torch.Tensor, bits: int, base: str, grid: int = 16) -> torch.Tensor:
+    """Scale of a log quantizer minimising squared error on ``sample``.
+
+    Only the phase of the level grid within one step matters (levels are ``s * base^-k``),
+    so candidates are ``max_val * base^(-j/grid)``, ``j = 0..grid-1``; ``j = 0`` is plain
+    max scaling. This aligns a level with the typical probability when attention is flat
+    (where max scaling can be off by almost half a step for every value).
+    """
+    steps = 1 if base == "log2" else 2
+    best, best_err = max_val, float("inf")
+    for j in range(grid):
+        scale = max_val * 2.0 ** (-j / (grid * steps))
+        err = float((log_quantize(sample, scale, bits, base) - sample).pow(2).sum())
+        if err < best_err:
+            best, best_err = scale, err
+    return best
