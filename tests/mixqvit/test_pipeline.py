@@ -1,0 +1,148 @@
+"""The shared pipeline steps (data, evaluation, plan switching) and the demo, on tiny models."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from allocator import Plan, solve
+from mixqvit import pipeline
+from mixqvit.demo import run_demo
+from mixqvit.models import shipped_paths
+
+TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3}
+ARCH = "vit_tiny_patch16_224"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline") / "imgs"
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray((rng.random((18, 18, 3)) * 90 + c * 60).astype(np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return pipeline.load_model(ARCH, model_kwargs=TINY)
+
+
+def test_calibration_is_seeded_and_class_balanced(tiny, image_folder):
+    x1, y1 = pipeline.load_calibration(tiny, image_folder, 9, seed=3)
+    x2, y2 = pipeline.load_calibration(tiny, image_folder, 9, seed=3)
+    x3, _ = pipeline.load_calibration(tiny, image_folder, 9, seed=4)
+    assert x1.shape == (9, 3, 16, 16) and torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, x3)
+    assert torch.bincount(y1).tolist() == [3, 3, 3]
+    test = pipeline.load_test(tiny, image_folder, limit=6)
+    assert len(test) == 6 and sorted(y for _, y in test.dataset) == [0, 0, 1, 1, 2, 2]
+    assert len(pipeline.load_test(tiny, image_folder)) == 30
+
+
+class _Oracle(nn.Module):
+    """Predicts the label hidden in the first pixel; `wrong` flips every n-th prediction."""
+
+    def __init__(self, wrong_every=0):
+        super().__init__()
+        self.wrong_every = wrong_every
+
+    def forward(self, x):
+        labels = x[:, 0, 0, 0].long()
+        if self.wrong_every:
+            idx = torch.arange(len(labels))
+            labels = torch.where(idx % self.wrong_every == 0, (labels + 1) % 3, labels)
+        return nn.functional.one_hot(labels, 3).float()
+
+
+@pytest.mark.parametrize("wrong_every, batch_size, expected", [(0, 7, 1.0), (2, 10, 0.5), (5, 10, 0.8)])
+def test_evaluate_counts_top1(wrong_every, batch_size, expected):
+    labels = torch.arange(20) % 3
+    images = torch.zeros(20, 1, 2, 2)
+    images[:, 0, 0, 0] = labels.float()
+    data = pipeline.EvalData(images, labels)
+    assert pipeline.evaluate(_Oracle(wrong_every), data, batch_size=batch_size, verbose=False) == pytest.approx(expected)
+
+
+def _plans(profile):
+    mixed = solve(profile, budget={"size_mb": Plan.uniform(profile, 4, 4).size_bytes / 1e6}, solver="scipy")
+    return [Plan.uniform(profile, 2, 2), mixed, "W4A8", Plan.uniform(profile, 8, 8)]
+
+
+def test_plan_switcher_matches_fresh_quantize(tiny, image_folder):
+    """Re-setting bits on one calibrated copy gives exactly the model quantize() builds per plan."""
+    calib = pipeline.load_calibration(tiny, image_folder, 12)
+    profile = pipeline.profile_model(tiny, calib, bits=(2, 4, 8), verbose=False)
+    switcher = pipeline.PlanSwitcher(tiny.model, calib[0])
+    x = torch.randn(5, 3, 16, 16)
+    outputs = []
+    for plan in _plans(profile):
+        switched = switcher.apply(plan)(x)
+        fresh = pipeline.quantize_model(tiny.model, plan, calib[0])(x)
+        assert torch.equal(switched, fresh)
+        outputs.append(switched)
+    assert not torch.equal(outputs[0], outputs[-1])  # the bits really changed
+
+
+def test_plan_stats(tiny, image_folder):
+    calib = pipeline.load_calibration(tiny, image_folder, 6)
+    profile = pipeline.profile_model(tiny, calib, bits=(2, 4, 8), verbose=False, importance=False)
+    stats = pipeline.plan_stats(Plan.uniform(profile, 4, 4))
+    # pinned first/last layers at 8 bits pull both averages above 4
+    assert 4 < stats["avg_w_bits"] < 8 and 4 < stats["avg_a_bits"] < 8
+    macs = np.array([l.macs for l in profile.layers])
+    a = np.array([8 if l.fixed_bits else 4 for l in profile.layers])
+    assert stats["avg_a_bits"] == pytest.approx((macs * a).sum() / macs.sum())
+    assert stats["size_mb"] == pytest.approx(Plan.uniform(profile, 4, 4).size_bytes / 1e6)
+    assert pipeline.plan_stats(Plan.uniform(profile, 8, 8))["avg_a_bits"] == pytest.approx(8)
+
+
+def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_path, capsys):
+    ckpt = pipeline.save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+    out = tmp_path / "report"
+    result = run_demo([str(ckpt)], calib=12, out_dir=out, data=str(image_folder), bits=(2, 4, 8),
+                      budgets=(2, 4), verbose=False)
+    printed = capsys.readouterr().out
+    assert "Mix-QViT demo" in printed and "uniform" in printed and "mixed" in printed
+    table = json.loads((out / "demo.json").read_text())
+    methods = [(r["method"], r["budget"]) for r in table["rows"]]
+    assert methods == [("float", "FP32"), ("uniform", "W4A4"), ("uniform", "W2A2"),
+                       ("mixed", "<= W4A4"), ("mixed", "<= W2A2")]
+    by = {(r["method"], r["budget"].removeprefix("<= ")): r for r in table["rows"]}
+    for b in ("W2A2", "W4A4"):
+        uni, mix = by[("uniform", b)], by[("mixed", b)]
+        assert mix["size_mb"] <= uni["size_mb"] * (1 + 1e-9) and mix["gbops"] <= uni["gbops"] * (1 + 1e-9)
+        assert mix["solver"] and mix["solve_time_s"] >= 0
+    assert all(0 <= r["top1"] <= 100 for r in table["rows"])
+    assert (out / "demo.md").read_text().count("\n| ") == 6
+    for png in ("bit_allocation", "importance_sensitivity", "accuracy_vs_size"):
+        assert (out / f"{ARCH}_{png}.png").read_bytes()[:8] == PNG_MAGIC
+    profile_names = json.loads((out / ARCH / "profile.json").read_text())["layers"]
+    assert Plan.load(out / ARCH / "plan_mixed_W2A2.json").layers == [l["name"] for l in profile_names]
+    assert set(result.files) >= {out / "demo.json", out / "demo.md"}
+
+
+@pytest.mark.skipif(not shipped_paths("fmnist_vit")[0].exists(), reason="shipped fmnist_vit not trained yet")
+def test_shipped_vit_reproduces_recorded_accuracy():
+    loaded = pipeline.load_model("fmnist_vit")
+    test = pipeline.load_test(loaded, None, limit=500)
+    acc = pipeline.evaluate(loaded.model, test, batch_size=500, verbose=False)
+    assert acc == pytest.approx(loaded.info["test_accuracy_first500"], abs=1e-9)
+
+
+@pytest.mark.skipif(not shipped_paths("fmnist_vit")[0].exists(), reason="shipped fmnist_vit not trained yet")
+def test_shipped_vit_w8a8_through_the_cli_keeps_accuracy(capsys):
+    """W8A8 on the shipped ViT, through the CLI, stays within 1 point of the recorded float accuracy."""
+    from mixqvit.cli import main
+
+    assert main(["quantize", "--model", "fmnist_vit", "--plan", "W8A8", "--calib", "64", "--eval",
+                 "--test-limit", "500", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    acc = float(out.split("quantized ")[-1].split()[0].rstrip(","))
+    recorded = pipeline.load_model("fmnist_vit").info["test_accuracy_first500"]
+    assert abs(acc - recorded) <= 0.01

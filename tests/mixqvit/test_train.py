@@ -1,0 +1,126 @@
+"""Training: schedule, augmentation, determinism, distillation, and the saved files."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixqvit.data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
+from mixqvit.models import build_model, load_shipped
+from mixqvit.train import (
+    RECIPES,
+    TrainConfig,
+    add_train_arguments,
+    augment,
+    evaluate,
+    fit,
+    lr_at,
+    train_model,
+)
+
+SMALL = TrainConfig(epochs=1, batch_size=64, lr=1e-3, warmup_epochs=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    images, labels = load_fashion_mnist("test")
+    return images[:256].clone(), labels[:256].clone()
+
+
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(1, 500), warm_frac=st.floats(0, 0.5), data=st.data())
+def test_lr_schedule_bounds_and_ends(total, warm_frac, data):
+    warmup = int(warm_frac * total)
+    step = data.draw(st.integers(0, total - 1))
+    lr = lr_at(step, total, warmup, 1e-3, 1e-5)
+    assert 0 < lr <= 1e-3 + 1e-15 and (step < warmup or lr >= 1e-5 - 1e-15)
+    if warmup < total - 1:
+        assert lr_at(total, total, warmup, 1e-3, 1e-5) == pytest.approx(1e-5)
+        assert lr_at(warmup, total, warmup, 1e-3, 1e-5) == pytest.approx(1e-3)
+
+
+def test_augment_translates_and_flips_one_pixel():
+    background = (0.0 - FMNIST_MEAN) / FMNIST_STD
+    img = torch.full((64, 1, 28, 28), background)
+    img[:, 0, 10, 5] = 3.0
+    out = augment(img, torch.Generator().manual_seed(0), padding=2, hflip=True)
+    assert out.shape == img.shape
+    assert torch.all((out == 3.0).flatten(1).sum(1) == 1)  # the pixel survives exactly once
+    rows, cols = torch.nonzero(out[:, 0] == 3.0)[:, 1], torch.nonzero(out[:, 0] == 3.0)[:, 2]
+    assert torch.all((rows - 10).abs() <= 2)
+    unflipped, flipped = (cols - 5).abs() <= 2, (cols - 22).abs() <= 2
+    assert torch.all(unflipped ^ flipped) and unflipped.any() and flipped.any()
+    assert torch.all(out[out != 3.0] == background)
+    torch.testing.assert_close(out, augment(img, torch.Generator().manual_seed(0), 2, True))
+    assert torch.equal(augment(img, torch.Generator(), 0, False), img)
+
+
+def _run(tiny_data, seed: int, steps: int):
+    torch.manual_seed(seed)
+    model = build_model("fmnist_vit")
+    history = fit(model, *tiny_data, SMALL, torch.Generator().manual_seed(seed), max_steps=steps, verbose=False)
+    return model, history
+
+
+def test_fit_is_deterministic_and_loss_decreases(tiny_data):
+    images, labels = tiny_data
+    torch.manual_seed(0)
+    with torch.no_grad():
+        before = F.cross_entropy(build_model("fmnist_vit").eval()(images), labels).item()
+    a, hist_a = _run(tiny_data, seed=0, steps=8)
+    b, hist_b = _run(tiny_data, seed=0, steps=8)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert hist_a[0]["loss"] == hist_b[0]["loss"] and hist_a[0]["train_acc"] == hist_b[0]["train_acc"]
+    with torch.no_grad():
+        after = F.cross_entropy(a(images), labels).item()
+    assert after < before - 0.2, (before, after)
+    c, _ = _run(tiny_data, seed=1, steps=1)
+    assert not torch.equal(c.state_dict()["head.weight"], sa["head.weight"])
+
+
+def test_hard_distillation_runs_and_restores_mode(tiny_data):
+    torch.manual_seed(0)
+    teacher = build_model("fmnist_vit").eval()
+    student = build_model("fmnist_deit")
+    cfg = TrainConfig(epochs=1, batch_size=64, distill="hard")
+    history = fit(student, *tiny_data, cfg, torch.Generator().manual_seed(0), teacher=teacher, max_steps=2, verbose=False)
+    assert len(history) == 1 and history[0]["loss"] > 0
+    assert student.distilled_training is False and not student.training
+    with pytest.raises(ValueError, match="distill=None"):
+        fit(student, *tiny_data, SMALL, torch.Generator(), teacher=teacher, max_steps=1, verbose=False)
+    with pytest.raises(ValueError, match="distillation head"):
+        fit(build_model("fmnist_vit"), *tiny_data, cfg, torch.Generator(), teacher=teacher, max_steps=1, verbose=False)
+
+
+def test_train_model_writes_loadable_files(tmp_path):
+    info = train_model(
+        "fmnist_vit", epochs=1, seed=0, out_dir=tmp_path, verbose=False,
+        overrides={"batch_size": 64}, train_limit=256, test_limit=500, max_steps=2,
+    )
+    saved = json.loads((tmp_path / "fmnist_vit.json").read_text())
+    assert saved["test_accuracy_first500"] == info["test_accuracy_first500"]
+    assert saved["limits"] == {"train_limit": 256, "test_limit": 500, "max_steps": 2}
+    assert saved["train"]["batch_size"] == 64 and saved["threads"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+    model, loaded = load_shipped("fmnist_vit", tmp_path)
+    images, labels = load_fashion_mnist("test")
+    assert evaluate(model, images[:500], labels[:500]) == loaded["test_accuracy_first500"]
+    with pytest.raises(ValueError, match="does not distill"):
+        train_model("fmnist_vit", teacher="fmnist_vit", out_dir=tmp_path, verbose=False, max_steps=1)
+
+
+def test_recipes_and_arguments():
+    assert set(RECIPES) == {"fmnist_vit", "fmnist_deit", "fmnist_swin"}
+    assert RECIPES["fmnist_deit"].distill == "hard" and RECIPES["fmnist_deit"].teacher == "fmnist_vit"
+    args = add_train_arguments(argparse.ArgumentParser()).parse_args(["fmnist_swin", "--epochs", "3", "--threads", "2"])
+    assert (args.model, args.epochs, args.threads, args.data, args.seed) == ("fmnist_swin", 3, 2, None, 0)
+    with pytest.raises(ValueError, match="distill must be"):
+        TrainConfig(distill="medium")
+    with pytest.raises(ValueError, match="unknown model"):
+        train_model("resnet", verbose=False)
