@@ -203,19 +203,10 @@ class Budget:
     def resolve(self, profile: Profile, grid: OptionGrid) -> tuple[list[Limit], dict[str, np.ndarray]]:
         """The limits in problem units and their (L, K) cost tables, keyed by limit name.
 
-        Each resource is rescaled by a power of two so that its limit lies in [2**20, 2**21):
-        MIP backends (CBC in particular) lose optimality with coefficients near 1e10 (BOPs),
-        and a power-of-two factor is exact in floating point, so integer-valued totals still
-        compare exactly with their limits.
+        Problem units are natural counts (bits, BOPs, the cost table's units); ``Limit.scale``
+        converts them to the user's units. No conditioning happens here: `solvers` scales each
+        limit row for its MIP backends (`solvers.backends.milp`).
         """
-        limits, costs = self._resolve_raw(profile, grid)
-        for i, lim in enumerate(limits):
-            factor = 2.0 ** (20 - math.floor(math.log2(lim.value))) if lim.value > 0 else 1.0
-            limits[i] = Limit(lim.key, lim.value * factor, lim.scale * factor, lim.unit, lim.description)
-            costs[lim.key] = costs[lim.key] * factor
-        return limits, costs
-
-    def _resolve_raw(self, profile: Profile, grid: OptionGrid) -> tuple[list[Limit], dict[str, np.ndarray]]:
         limits: list[Limit] = []
         costs: dict[str, np.ndarray] = {}
         builtin = option_costs(profile, grid)

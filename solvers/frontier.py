@@ -32,7 +32,8 @@ from .problem import Problem
 
 __all__ = ["Frontier", "exact_frontier", "SWEEP_RTOL"]
 
-SWEEP_RTOL = 1e-12
+# must exceed the solver's own limit slack (`solvers.exact.mckp.LIMIT_RTOL`), or a step could repeat
+SWEEP_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _pareto(prepared: PreparedProblem, r: int) -> np.ndarray:
 
 def _sweep(prepared: PreparedProblem, r: int, time_limit: float | None) -> np.ndarray:
     limits = prepared.limits.copy()
-    found, previous = [], None
+    found, previous, last_cost = [], None, np.inf
     while True:
         result = solve_arrays(prepared.loss, prepared.costs, limits, time_limit, incumbent=previous)
         if result.status == "infeasible":
@@ -108,9 +109,12 @@ def _sweep(prepared: PreparedProblem, r: int, time_limit: float | None) -> np.nd
                 f"frontier sweep: a solve at {prepared.resources[r]} <= {limits[r]:.10g} hit the time "
                 f"limit ({time_limit} s) before proving optimality; allow more time per solve"
             )
-        found.append(result.choice)
-        previous = result.choice
         cost = float(prepared.group_usage(result.choice)[r])
+        if found and cost >= last_cost:
+            raise SolverError(f"frontier sweep did not progress: a plan of cost {cost!r} came back under a "
+                              f"limit below the previous step's {last_cost!r}")
+        found.append(result.choice)
+        previous, last_cost = result.choice, cost
         limits[r] = cost - max(SWEEP_RTOL * abs(cost), np.finfo(float).tiny)
         if limits[r] < 0:
             break

@@ -8,13 +8,11 @@ optimality to a gap we set to 0 (relative through MPSolverParameters, absolute t
 own `limits/absgap`). SCIP was chosen over the bundled CBC because the "pulp" backend already
 covers CBC. One thread.
 
-Numerics: SCIP compares values with tolerances relative to their size (epsilon 1e-9, feastol
-1e-6). With raw resource rows (coefficients ~1e7-1e12, e.g. BOPs) it was seen to prune the true
-optimum and report a worse plan as "optimal" (0.16% worse on `benchmarks.solvers`' L=50 K=6
-3-limit case). Each limit row is therefore divided by its limit (right-hand side 1; a zero limit
-keeps its row, whose costs are then all 0 after preprocessing) and the feasibility tolerance is
-tightened to `FEASIBILITY_RTOL`, so a plan SCIP accepts breaks no limit by more than the
-dispatcher allows.
+Numerics: the limit rows arrive scaled by `solvers.backends.milp` (each limit in [2**20, 2**21);
+unscaled BOPs rows made SCIP prune the true optimum, see that module). SCIP's feasibility test is
+relative (|activity - rhs| / max(1, |rhs|) <= feastol), so its default feastol of 1e-6 would
+accept a plan breaking a limit by 1e-6 of it, which the dispatcher rejects (`FEASIBILITY_RTOL`);
+the feasibility tolerance is therefore tightened to `FEASIBILITY_RTOL`.
 """
 from __future__ import annotations
 
@@ -60,10 +58,9 @@ def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
     for var, g in zip(x, form.group.tolist()):
         rows[g].SetCoefficient(var, 1.0)
     for row, limit in zip(form.A, form.b):
-        factor = 1.0 / limit if limit > 0 else 1.0
-        constraint = solver.Constraint(-solver.infinity(), float(limit * factor))
+        constraint = solver.Constraint(-solver.infinity(), float(limit))
         for i in np.flatnonzero(row).tolist():
-            constraint.SetCoefficient(x[i], float(row[i] * factor))
+            constraint.SetCoefficient(x[i], float(row[i]))
     objective = solver.Objective()
     for var, coefficient in zip(x, form.c.tolist()):
         objective.SetCoefficient(var, coefficient)

@@ -1,10 +1,21 @@
 """Backend "pulp-highs": PuLP with HiGHS through its Python binding (highspy), in process.
 
 Relative and absolute gap 0, one thread. The bound comes from HiGHS's `mip_dual_bound`.
+
+HiGHS keeps one thread scheduler per process, sized by the first solve that runs; a later solve
+asking for another thread count fails ("Option 'threads' is set to 1 but the scheduler has
+already been initialized to use 2 threads") and PuLP reports "Not Solved". Other in-process
+highspy users (the "exact" backend's LPs run with HiGHS's default thread count) size it first,
+so each solve here resets the scheduler, which the next run then sizes from `threads=1`.
 """
 from __future__ import annotations
 
 import math
+
+try:
+    import highspy
+except ImportError:  # pulp.HiGHS then reports itself unavailable
+    highspy = None
 
 from ..prepare import PreparedProblem
 from ._pulp_model import pulp, solve_with_pulp
@@ -28,5 +39,6 @@ def _bound(model: "pulp.LpProblem") -> float | None:
 
 
 def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
+    highspy.Highs.resetThreadScheduler(True)  # blocking: wait until the old workers have stopped
     solver = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=0.0, gapAbs=0.0, threads=1)
     return solve_with_pulp(problem, solver, _bound)

@@ -54,6 +54,8 @@ def _highs():
 
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    # One thread: HiGHS keeps one scheduler per process, and other backends (pulp-highs) run it at 1.
+    h.setOptionValue("threads", 1)
     return h
 
 

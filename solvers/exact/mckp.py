@@ -1,6 +1,8 @@
 """`solve_arrays`: the exact multiple-choice knapsack solver on plain arrays.
 
 Steps (each explained in its module):
+0. One limit and small Pareto sets (most 4/8-bit problems): merge the layers' Pareto sets
+   directly (`pareto.best_within`); exact, no LP. Otherwise:
 1. Scale every limit to 1, subtract each layer's least loss (better conditioned sums), fix
    layers with one option, drop resources no remaining option uses.
 2. LP relaxation by column generation (`lagrange`): multipliers lam and a proven bound; a
@@ -24,12 +26,19 @@ import numpy as np
 
 from .heuristic import improve, repair, round_lp, usage
 from .lagrange import dual_bound, farkas_infeasible, solve_lp
+from .pareto import best_within
 from .search import SearchSpace, search
 
 __all__ = ["ExactResult", "solve_arrays", "RTOL"]
 
 RTOL = 1e-10
+# Totals may exceed a limit by this relative amount (float sums of exact-fit plans round either
+# way); far inside the 1e-9 that `solvers.problem.FEASIBILITY_RTOL` accepts.
+LIMIT_RTOL = 1e-12
 BEAM_WIDTH = 32
+BEAM_FRONT = 2_000
+# one limit: merge Pareto sets directly while fronts stay below this many points
+DIRECT_FRONT = 3_000
 
 
 @dataclass
@@ -74,7 +83,7 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     if not allowed.any(axis=1).all():
         return ExactResult(None, "infeasible", np.inf, np.inf)
     keep_res = ~zero
-    scaled = np.where(allowed[None], costs[keep_res] / limits[keep_res][:, None, None], 0.0)
+    scaled = np.where(allowed[None], costs[keep_res] / (limits[keep_res] * (1 + LIMIT_RTOL))[:, None, None], 0.0)
     floor = np.where(allowed, loss, np.inf).min(axis=1)
     base = float(floor.sum())
     work = np.where(allowed, loss - floor[:, None], np.inf)
@@ -87,6 +96,12 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     if farkas_infeasible(scaled, allowed, np.ones(n_res) / n_res) or any(
             farkas_infeasible(scaled, allowed, np.eye(n_res)[r]) for r in range(n_res)):
         return ExactResult(None, "infeasible", np.inf, np.inf)
+
+    if n_res == 1:
+        choice = best_within(work, scaled[0], 1.0, DIRECT_FRONT)
+        if choice is not None:
+            value = float(work[np.arange(n_layers), choice].sum()) + base
+            return ExactResult(choice, "optimal", value, value)
 
     # 2. LP relaxation
     lp = solve_lp(work, scaled)
@@ -116,47 +131,36 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     # 4. reduced-cost fixing
     priced = work + np.tensordot(lam, scaled, axes=1)
     reduced = priced - priced.min(axis=1, keepdims=True)
-    alive = allowed & (reduced < (upper - lower) + tol) if np.isfinite(upper) else allowed.copy()
-    if best is not None:
-        alive[rows, best] = True
-    n_alive = alive.sum(axis=1)
-    fixed_layers = np.flatnonzero(n_alive == 1)
-    free_layers = np.flatnonzero(n_alive > 1)
-    fixed_choice = np.argmax(alive[fixed_layers], axis=1)
-    cap = 1.0 - scaled[:, fixed_layers, fixed_choice].sum(axis=1)
-    fixed_loss = float(work[fixed_layers, fixed_choice].sum())
-    opts = [np.flatnonzero(alive[l]) for l in free_layers]
-    f_loss = [work[l, o] for l, o in zip(free_layers, opts)]
-    f_cost = [scaled[:, l, o] for l, o in zip(free_layers, opts)]
-
-    def assemble(positions: list[int]) -> np.ndarray:
-        choice = np.empty(n_layers, dtype=np.int64)
-        choice[fixed_layers] = fixed_choice
-        choice[free_layers] = [o[p] for o, p in zip(opts, positions)]
-        return choice
-
-    if (cap < -1e-15).any() or free_layers.size == 0:
-        # everything fixed: the incumbent (if any) is the only candidate left
+    nodes = 0
+    part = _Fixing(work, scaled, allowed, reduced, upper - lower + tol, best)
+    if part.cap is None:
+        # fixed layers alone break a limit: nothing but the incumbent (if any) is left
         if best is not None:
             return ExactResult(best, "optimal", upper + base, upper + base, 0, 0)
         return ExactResult(None, "infeasible", np.inf, np.inf)
-    cap = np.maximum(cap, 0.0)
 
-    # 5. beam for a better incumbent, then the exact search
-    nodes = 0
-    sub_upper = upper - fixed_loss
-    space = SearchSpace(f_loss, f_cost, cap, lam, sub_upper)
-    if BEAM_WIDTH:
-        beam = search(space, sub_upper, tol, deadline, beam=BEAM_WIDTH)
+    # 5. a beam search for a better incumbent (cheap bounds: small fronts), a second fixing
+    # with it, then the exact search with full fronts pruned against it
+    if BEAM_WIDTH and part.free.size:
+        sub_upper = upper - part.fixed_loss
+        beam = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper, BEAM_FRONT), sub_upper, tol,
+                      deadline, beam=BEAM_WIDTH)
         nodes += beam.nodes
         if beam.choice is not None and beam.objective < sub_upper:
-            sub_upper = beam.objective
-            best = assemble(beam.choice)
-            upper = sub_upper + fixed_loss
-    result = search(space, sub_upper, tol, deadline)
+            best = part.assemble(beam.choice)
+            upper = beam.objective + part.fixed_loss
+            part = _Fixing(work, scaled, allowed, reduced, upper - lower + tol, best)
+    if part.free.size == 0:
+        if best is None:  # every layer has one option left and they fit: the only plan
+            best = part.assemble([])
+            upper = float(work[rows, best].sum())
+        return ExactResult(best, "optimal", upper + base, upper + base, nodes, 0)
+    sub_upper = upper - part.fixed_loss
+    result = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper), sub_upper, tol, deadline)
     nodes += result.nodes
+    free_layers, fixed_loss = part.free, part.fixed_loss
     if result.choice is not None and result.objective < sub_upper:
-        best = assemble(result.choice)
+        best = part.assemble(result.choice)
         upper = result.objective + fixed_loss
     bound = max(lower, result.bound + fixed_loss) if result.complete else max(lower, min(result.bound + fixed_loss, upper))
     if result.complete:
@@ -166,3 +170,33 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     if best is None:
         return ExactResult(None, "timeout", np.inf, bound + base, nodes, free_layers.size)
     return ExactResult(best, "feasible", upper + base, min(bound, upper) + base, nodes, free_layers.size)
+
+
+class _Fixing:
+    """Reduced-cost fixing: keep the options whose reduced cost is below `gap` (and the incumbent's);
+    layers left with one option are fixed, the rest are free, as lists for `search`."""
+
+    def __init__(self, loss: np.ndarray, costs: np.ndarray, allowed: np.ndarray, reduced: np.ndarray, gap: float,
+                 incumbent: np.ndarray | None):
+        n_layers = loss.shape[0]
+        alive = allowed & (reduced < gap) if np.isfinite(gap) else allowed.copy()
+        if incumbent is not None:
+            alive[np.arange(n_layers), incumbent] = True
+        count = alive.sum(axis=1)
+        self.n_layers = n_layers
+        self.fixed = np.flatnonzero(count == 1)
+        self.free = np.flatnonzero(count > 1)
+        self.fixed_choice = np.argmax(alive[self.fixed], axis=1)
+        self.fixed_loss = float(loss[self.fixed, self.fixed_choice].sum())
+        cap = 1.0 - costs[:, self.fixed, self.fixed_choice].sum(axis=1)
+        self.cap = None if (cap < 0).any() else cap
+        self.options = [np.flatnonzero(alive[l]) for l in self.free]
+        self.losses = [loss[l, o] for l, o in zip(self.free, self.options)]
+        self.costs = [costs[:, l, o] for l, o in zip(self.free, self.options)]
+
+    def assemble(self, positions: list[int]) -> np.ndarray:
+        """Full choice from a position in each free layer's option list."""
+        choice = np.empty(self.n_layers, dtype=np.int64)
+        choice[self.fixed] = self.fixed_choice
+        choice[self.free] = [o[p] for o, p in zip(self.options, positions)]
+        return choice

@@ -67,7 +67,7 @@ def _window_nondominated(lo: np.ndarray, u: np.ndarray, window: int = DOMINANCE_
 class _Bounds:
     """Lower bounds on completing states at each depth."""
 
-    def __init__(self, losses, costs, cap, lam, value_limit):
+    def __init__(self, losses, costs, cap, lam, value_limit, max_front):
         self.cap, self.lam = cap, lam
         n, n_res = len(losses), cap.size
         priced = [l + lam @ c for l, c in zip(losses, costs)]
@@ -80,8 +80,12 @@ class _Bounds:
             others = lam.copy()
             others[r] = 0.0
             values = [l + others @ c for l, c in zip(losses, costs)]
+            # least value of layers 0..d-1: plainly, and priced by lam_r given the r-room they leave
             prefix = np.concatenate([[0.0], np.cumsum([v.min() for v in values])])
-            fronts = _capped_fronts(values, [c[r] for c in costs], cap[r], prefix, value_limit + others @ cap)
+            prefix_priced = np.concatenate([[0.0], np.cumsum([(v + lam[r] * c[r]).min() for v, c in zip(values, costs)])])
+            limit = value_limit + others @ cap
+            fronts = _capped_fronts(values, [c[r] for c in costs], cap[r], limit - prefix,
+                                    lam[r], limit - prefix_priced + lam[r] * cap[r], max_front)
             self.fronts.append((others, fronts))
 
     def __call__(self, d: int, lo: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -94,15 +98,20 @@ class _Bounds:
         return bound
 
 
-def _capped_fronts(values, costs, cap, prefix, value_limit):
-    """Suffix fronts, stopping (None for earlier depths) once a front exceeds MAX_FRONT points."""
+def _capped_fronts(values, costs, cap, max_value, slope, max_priced, max_front):
+    """Suffix fronts, stopping (None for earlier depths) once a front exceeds `max_front` points.
+
+    Entry d covers layers d.. (entry n is the empty sum). A suffix combination (c, v) is dropped
+    when no prefix can complete it below the incumbent: v >= max_value[d], or
+    v + slope * c >= max_priced[d] (the prefix priced with the LP multiplier of this resource).
+    """
     n = len(values)
     fronts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * (n + 1)
     c, v = np.zeros(1), np.zeros(1)
     fronts[n] = (c, v)
     for d in range(n - 1, -1, -1):
-        c, v, _, _ = merge(c, v, costs[d], values[d], cap, value_limit - prefix[d])
-        if c.size > MAX_FRONT:
+        c, v, _, _ = merge(c, v, costs[d], values[d], cap, max_value[d], slope, max_priced[d])
+        if c.size > max_front:
             break
         fronts[d] = (c, v)
     return fronts
@@ -112,13 +121,13 @@ class SearchSpace:
     """The free layers in search order with their bounds; built once, searched by beam and exactly."""
 
     def __init__(self, losses: list[np.ndarray], costs: list[np.ndarray], cap: np.ndarray, lam: np.ndarray,
-                 upper: float):
+                 upper: float, max_front: int = MAX_FRONT):
         n_res = cap.size
         self.order = np.argsort([-(c.max() if c.size else 0.0) for c in costs], kind="stable")
         self.losses = [losses[i] for i in self.order]
         self.costs = [costs[i].reshape(n_res, -1) for i in self.order]
         self.cap = cap
-        self.bounds = _Bounds(self.losses, self.costs, cap, lam, upper)
+        self.bounds = _Bounds(self.losses, self.costs, cap, lam, upper, max_front)
 
 
 def search(space: SearchSpace, upper: float, tol: float, deadline: float | None = None, batch: int = 50_000,

@@ -18,8 +18,9 @@ from solver_cases import BACKENDS, EXACT_BACKENDS, HEURISTIC_BACKENDS
 pytestmark = pytest.mark.filterwarnings("ignore:limit on .* does not bind:UserWarning")
 
 
-def assert_valid(problem: Problem, solution, solver: str) -> None:
-    """Checks every solution must pass, computed here from the raw arrays."""
+def assert_valid(problem: Problem, solution, solver: str, time_limited: bool = False) -> None:
+    """Checks every solution must pass, computed here from the raw arrays. Under a time limit an
+    exact backend may stop with a "feasible" plan (then only its bound is checked)."""
     choice = np.asarray(solution.choice)
     assert choice.shape == (problem.n_layers,) and choice.dtype.kind == "i"
     rows = np.arange(problem.n_layers)
@@ -33,7 +34,7 @@ def assert_valid(problem: Problem, solution, solver: str) -> None:
     assert solution.solver == solver
     assert solution.time_s >= 0
     assert solution.bound <= solution.objective + 1e-9 * max(1.0, abs(solution.objective))
-    if is_exact(solver):
+    if is_exact(solver) and not (time_limited and solution.status == "feasible"):
         assert solution.status == "optimal"
         assert solution.bound == solution.objective
     else:
@@ -286,5 +287,5 @@ def test_tiny_time_limit_gives_a_plan_with_a_bound_or_says_none_found(solver):
     except SolverError as error:
         assert "no plan" in str(error)
         return
-    assert_valid(problem, solution, solver)
+    assert_valid(problem, solution, solver, time_limited=True)
     assert np.isfinite(solution.bound)
