@@ -152,9 +152,11 @@ class Budget:
         if isinstance(spec, str):
             text = spec.strip()
             try:
-                return cls.parse(float(text))
+                number = float(text)
             except ValueError:
-                pass
+                number = None
+            if number is not None:  # "-3" must report that it is not positive, not that it is unreadable
+                return cls.parse(number)
             m = _WA.match(text)
             if m:
                 w = float(m.group(1))

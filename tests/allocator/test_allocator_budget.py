@@ -74,7 +74,7 @@ def test_unreadable_budget(bad):
         Budget.parse(bad)
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf])
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, "-3", "0", "nan"])
 def test_non_positive_or_non_finite_budget(bad):
     with pytest.raises(BudgetError, match="positive"):
         Budget.parse(bad)
