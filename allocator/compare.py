@@ -25,7 +25,7 @@ __all__ = ["compare_solvers", "format_rows"]
 def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | Mapping],
                     solvers: Sequence[str] | None = None, verbose: bool = True,
                     objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-                    pinned: Mapping[str, int] | None = None,
+                    pinned: Mapping[str, int | None] | None = None,
                     time_limit: float | None = None) -> list[dict[str, Any]]:
     """Solve each budget with each solver (default: all available) and tabulate.
 

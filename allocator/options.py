@@ -45,14 +45,21 @@ class OptionGrid:
         return self.w_col.shape[0]
 
 
-def resolve_pins(profile: Profile, overrides: Mapping[str, int] | None) -> dict[int, int]:
-    """Merge ``LayerInfo.fixed_bits`` with per-call overrides and spread pins over tied groups."""
+def resolve_pins(profile: Profile, overrides: Mapping[str, int | None] | None) -> dict[int, int]:
+    """Merge ``LayerInfo.fixed_bits`` with per-call overrides and spread pins over tied groups.
+
+    An override of ``None`` frees a layer the profile pins, so the allocator may choose its bits
+    like any other layer's (its costs still count, and its sensitivity must have been measured).
+    """
     pins = {i: layer.fixed_bits for i, layer in enumerate(profile.layers) if layer.fixed_bits is not None}
     for name, b in (overrides or {}).items():
         try:
             i = profile.index(name)
         except KeyError as exc:
             raise ValueError(f"pinned: {exc.args[0]}") from None
+        if b is None:
+            pins.pop(i, None)
+            continue
         defects: list[str] = []
         check_bits_value(b, f"pinned[{name!r}]", defects)
         if defects:
@@ -82,7 +89,7 @@ def _groups(profile: Profile) -> dict[str, list[int]]:
 
 
 def build_options(profile: Profile, tie_wa: bool = False,
-                  pinned: Mapping[str, int] | None = None) -> OptionGrid:
+                  pinned: Mapping[str, int | None] | None = None) -> OptionGrid:
     """Enumerate the options of every layer of ``profile`` (see the module docstring)."""
     bits = np.asarray(profile.bits, dtype=np.int64)
     B = len(bits)

@@ -107,7 +107,7 @@ class Plan:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def uniform(cls, profile: Profile, w_bits: int = 4, a_bits: int = 4,
-                pinned: Mapping[str, int] | None = None) -> "Plan":
+                pinned: Mapping[str, int | None] | None = None) -> "Plan":
         """Every layer at ``w_bits``/``a_bits``; pinned layers keep their fixed bits, matmul
         layers take ``a_bits`` for both operands. Its objective is left unknown (None)."""
         defects: list[str] = []

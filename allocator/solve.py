@@ -78,7 +78,7 @@ def lowest_loss_usage(cost: np.ndarray, loss: np.ndarray, tied: list[list[int]])
 
 
 def pose(profile: Profile, budget: Budget | float | str | Mapping = 3.0, objective: Objective = "mixqvit",
-         alpha: float = DEFAULT_ALPHA, tie_wa: bool = False, pinned: Mapping[str, int] | None = None) -> Posed:
+         alpha: float = DEFAULT_ALPHA, tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None) -> Posed:
     """Build the solver problem for ``profile`` under ``budget`` (checks limits; may warn/raise)."""
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be an allocator.Profile, got {type(profile).__name__}")
@@ -173,7 +173,7 @@ def _run(posed: Posed, solver: str, time_limit: float | None) -> Plan:
 
 def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver: str = "auto",
           objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-          pinned: Mapping[str, int] | None = None, time_limit: float | None = None) -> Plan:
+          pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None) -> Plan:
     """Choose bits per layer minimising the objective under the budget.
 
     Args:
@@ -185,7 +185,8 @@ def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver
             `allocator.objective`).
         alpha: importance weight of the "mixqvit" objective, in [0, 1].
         tie_wa: force w_bits == a_bits per layer (K = len(bits) options instead of len(bits)**2).
-        pinned: layer name -> bits, added to (and overriding) ``LayerInfo.fixed_bits``.
+        pinned: layer name -> bits, added to (and overriding) ``LayerInfo.fixed_bits``; a value
+            of None frees a layer the profile pins.
         time_limit: seconds for the backend; on expiry the best plan found is returned with
             status "feasible" and its proven bound.
 
@@ -203,7 +204,7 @@ def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver
 
 def frontier(profile: Profile, budgets: Iterable[Budget | float | str | Mapping], solver: str = "auto",
              objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-             pinned: Mapping[str, int] | None = None, time_limit: float | None = None) -> list[Plan]:
+             pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None) -> list[Plan]:
     """One plan per budget, in the order given (e.g. ``frontier(p, [2.5, 3, 3.5, 4])``).
 
     Each budget is solved independently with the same settings as `solve`; an infeasible budget

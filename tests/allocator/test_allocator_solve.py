@@ -115,6 +115,19 @@ def test_pinned_argument_overrides_and_adds_pins():
     assert "blk.fc" in plan.pinned
 
 
+def test_pinned_none_frees_a_profile_pin():
+    p = tiny_profile()
+    pinned_plan = solve(p, 3.0)
+    free = solve(p, 3.0, pinned={"embed": None, "head": None})
+    assert free.pinned == []
+    assert free.avg_w_bits <= 3.0
+    # freeing layers only widens the feasible set: the optimum cannot get worse
+    assert free.objective <= pinned_plan.objective + 1e-12
+    # and the freed layers really are chosen by the solver: the result is the brute-force optimum
+    unpinned_twin = tiny_profile(pins=False)  # same tables, no pins
+    assert free.objective == pytest.approx(brute_force(unpinned_twin, 3.0)[0], rel=1e-9)
+
+
 def test_pinned_bits_outside_candidates():
     p = tiny_profile(bits=(2, 4))  # embed/head pinned at 8: no column for 8
     plan = quiet(solve, p, 4.0)
