@@ -35,7 +35,6 @@ _LAZY = {
     "profile_model": "pipeline",
     "solve_budgets": "pipeline",
     "quantize_model": "pipeline",
-    "qat_model": "pipeline",
     "PlanSwitcher": "pipeline",
     "run_demo": "demo",
     "Table": "report",

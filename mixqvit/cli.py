@@ -246,33 +246,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_qat(args: argparse.Namespace) -> int:
-    from . import pipeline
-
-    plan = _read_plan(args.plan)
-    out = _out_path(args.out)
-    checkpoint = _out_path(args.checkpoint)
-    loaded = pipeline.load_model(args.model, args.pretrained, args.model_kwargs)
-    calib = pipeline.load_calibration(loaded, args.data, args.calib, args.seed)
-    train = pipeline.load_train(loaded, args.data, args.train_limit, args.seed, args.batch_size)
-    options = {"epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight, "seed": args.seed,
-               "max_steps": args.max_steps, "batch_size": args.batch_size, "checkpoint": checkpoint}
-    with pipeline.Timer() as t:
-        qmodel, history = pipeline.qat_model(loaded.model, plan, train, calib[0], verbose=not args.quiet, **options)
-    label = plan if isinstance(plan, str) else (plan.budget or "plan")
-    print(f"QAT of {loaded.name} ({label}): {len(history)} epoch(s) in {t.seconds:.1f} s")
-    for record in history:
-        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-    if args.eval:
-        test = pipeline.load_test(loaded, args.data, args.test_limit, args.seed)
-        acc = pipeline.evaluate(qmodel, test, args.eval_batch_size, verbose=not args.quiet, desc="qat")
-        print(f"top-1 on {test.description}: QAT {acc:.4f}")
-    if out is not None:
-        pipeline.save_quantized(qmodel, out)
-        print(f"wrote {out}")
-    return 0
-
-
 def _read_plan(spec: str):
     """A plan file, or a uniform shorthand such as "W4A4" handed to quant as is."""
     if re.fullmatch(r"[Ww]\d+[Aa]\d+", spec.strip()):
@@ -374,26 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quantize)
 
+    from .qat_command import add_qat_arguments, run_qat
+
     p = sub.add_parser("qat", help="quantization-aware training of a plan (or W2A2) from its PTQ model",
                        description="Quantize with a plan (PTQ), then train weights and quantizer step sizes "
                        "(LSQ/LSQ+) with distillation from the float model; optionally evaluate and save.")
-    _add_model_args(p)
-    p.add_argument("--plan", required=True, help="plan JSON from `mixqvit solve`, or a uniform setting such as W2A2")
-    _add_data_args(p, calib_default=256)
-    p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training data (default 1)")
-    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
-                   help="train on N class-balanced training images (default: all)")
-    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of the weights (default 1e-4)")
-    p.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation from the float model (0: none)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file, written each epoch; a run resumes from it")
-    p.add_argument("--eval", action="store_true", help="evaluate top-1 on the test data afterwards")
-    p.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="evaluate on N test images only")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=250)
-    p.add_argument("--out", default=None, help="file for the trained quantized model (torch.save of the module)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_qat)
+    add_qat_arguments(p)
+    p.set_defaults(func=run_qat)
 
     # listed here for `mixqvit --help`; its own parser (mixqvit.train) is built in _train_main so
     # that the torch-free commands never import torch

@@ -49,7 +49,6 @@ __all__ = [
     "profile_model",
     "solve_budgets",
     "quantize_model",
-    "qat_model",
     "save_quantized",
     "PlanSwitcher",
     "plan_stats",
@@ -594,15 +593,6 @@ def plan_stats(plan: Any) -> dict[str, float]:
     avg_a = sum(layer.macs * plan.a_bits[layer.name] for layer in plan.layer_info) / macs if macs else 0.0
     return {"avg_w_bits": plan.avg_w_bits, "avg_a_bits": avg_a, "size_mb": plan.size_bytes / 1e6,
             "gbops": plan.bops / 1e9}
-
-
-def qat_model(model: nn.Module, plan: Any, train_data: Any, calib: Any, verbose: bool = True,
-              **options: Any) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Quantization-aware training (``quant.qat``) of ``plan`` from its PTQ model calibrated on
-    ``calib``; returns ``(qmodel, history)`` with one record per epoch."""
-    from quant import qat
-
-    return qat(model, plan, train_data, calib_data=calib, verbose=verbose, **options)
 
 
 def save_quantized(qmodel: nn.Module, path: str | os.PathLike) -> Path:

@@ -8,14 +8,19 @@ Public API::
 * :func:`prepare` / :func:`calibrate` / :func:`quant_sites` - build a fake-quant copy,
   gather bit-independent statistics once, then set any site's bits at will (profiling).
 * :func:`quantize` - one call: plan (``allocator.Plan`` or ``"W4A4"``) + data -> quantized model.
+* :func:`qat` - quantization-aware training of a plan from its PTQ model (LSQ/LSQ+ quantizers,
+  distillation from the float model, resumable checkpoints).
 """
 from .api import parse_bits_string, quantize, resolve_plan
 from .config import QuantConfig
-from .data_utils import iter_images
+from .data_utils import iter_batches, iter_images
+from .distill import qat_loss, teacher_logits
 from .discovery import LayerSite, PostLNGroup, find_post_ln_groups, find_quantizable_layers
 from .engine import calibrate, is_prepared, prepare, quant_sites
-from .errors import NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
+from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
+from .lsq import LearnedQuantizers, make_quantizers_learnable
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
+from .qat import qat
 from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
 
 __all__ = [
@@ -32,6 +37,12 @@ __all__ = [
     "resolve_plan",
     "parse_bits_string",
     "iter_images",
+    "iter_batches",
+    "qat",
+    "qat_loss",
+    "teacher_logits",
+    "make_quantizers_learnable",
+    "LearnedQuantizers",
     "QuantSite",
     "QuantLinear",
     "QuantConv2d",
@@ -47,4 +58,5 @@ __all__ = [
     "UnsupportedModelError",
     "PlanMismatchError",
     "NotCalibratedError",
+    "CheckpointMismatchError",
 ]

@@ -10,6 +10,7 @@ __all__ = [
     "UnsupportedModelError",
     "PlanMismatchError",
     "NotCalibratedError",
+    "CheckpointMismatchError",
 ]
 
 
@@ -45,3 +46,14 @@ class PlanMismatchError(QuantError, ValueError):
 
 class NotCalibratedError(QuantError):
     """An activation quantizer was asked to quantize before ``calibrate`` gave it statistics."""
+
+
+class CheckpointMismatchError(QuantError, ValueError):
+    """A QAT checkpoint on disk was written by a different run (model, plan, data or settings).
+
+    ``differences`` maps each differing field to ``(in the checkpoint, now)``.
+    """
+
+    def __init__(self, message: str, differences: dict | None = None) -> None:
+        super().__init__(message)
+        self.differences = dict(differences or {})

@@ -31,6 +31,16 @@ def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tens
     return t.reshape(shape)
 
 
+def _replace(current: torch.Tensor, value: torch.Tensor, learnable: bool) -> torch.Tensor:
+    """``value`` as the new ``scale``/``zero_point``: copied into ``current`` when that is a
+    learnable parameter of the same shape, a new parameter when learnable, else a plain tensor."""
+    value = value.detach()
+    if learnable and current.shape == value.shape:
+        current.copy_(value)
+        return current
+    return nn.Parameter(value.clone()) if learnable else value.clone()
+
+
 class UniformQuantizer(nn.Module):
     """Uniform fake quantizer ``(clamp(round(x/s)+z, qmin, qmax) - z) * s``.
 
@@ -46,18 +56,16 @@ class UniformQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.tensor(0.0))
         self.qmin, self.qmax = 0, 255
         self.learnable = False
+        self.learnable_offset = False
 
     def set_qparams(self, qp: QParams) -> None:
-        """Install ``(scale, zero_point, qmin, qmax)`` (resizing the buffers if needed)."""
+        """Install ``(scale, zero_point, qmin, qmax)`` (resizing if needed; a learnable scale or
+        offset stays the same ``nn.Parameter`` when its shape is unchanged, so an optimiser
+        holding it keeps working)."""
         scale, zp, self.qmin, self.qmax = qp
         with torch.no_grad():
-            if self.learnable and self.scale.shape == scale.shape:
-                self.scale.copy_(scale)
-            elif self.learnable:
-                self.scale = nn.Parameter(scale.detach().clone())
-            else:
-                self.scale = scale.detach().clone()  # computed from the data: already on its device
-            self.zero_point = zp.detach().clone().to(self.scale.device)
+            self.scale = _replace(self.scale, scale, self.learnable)  # computed from the data: already on its device
+            self.zero_point = _replace(self.zero_point, zp.to(self.scale.device), self.learnable_offset)
 
     def make_learnable(self) -> nn.Parameter:
         """Turn ``scale`` into an ``nn.Parameter`` (LSQ); returns it. Owners stop re-deriving it."""
@@ -65,6 +73,18 @@ class UniformQuantizer(nn.Module):
             self.scale = nn.Parameter(self.scale.detach().clone())
             self.learnable = True
         return self.scale
+
+    def make_offset_learnable(self) -> nn.Parameter:
+        """Turn ``zero_point`` into an ``nn.Parameter`` (LSQ+ learned offset); returns it.
+
+        The offset is learned as a real number in code units: the levels are
+        ``(k - z) * s``, i.e. LSQ+'s ``beta = -z * s``. Inside the range the straight-through
+        gradient w.r.t. ``z`` is 0; clipped values pull the range towards themselves.
+        """
+        if not self.learnable_offset:
+            self.zero_point = nn.Parameter(self.zero_point.detach().clone().float())
+            self.learnable_offset = True
+        return self.zero_point
 
     def levels(self) -> int:
         """Number of distinct integer codes, ``qmax - qmin + 1``."""
@@ -76,7 +96,8 @@ class UniformQuantizer(nn.Module):
         return fake_quantize(x.float(), scale, zp, self.qmin, self.qmax).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"channel_axis={self.channel_axis}, qmin={self.qmin}, qmax={self.qmax}, learnable={self.learnable}"
+        return (f"channel_axis={self.channel_axis}, qmin={self.qmin}, qmax={self.qmax}, learnable={self.learnable}, "
+                f"learnable_offset={self.learnable_offset}")
 
 
 class LogQuantizer(nn.Module):
@@ -314,14 +335,24 @@ class ActQuantizer(nn.Module):
             lo, hi = lo[0], hi[0]
         self.quantizer.set_qparams(qparams_from_range(lo.to(device), hi.to(device), bits, self.symmetric))
 
-    def make_learnable(self) -> nn.Parameter:
-        """Install the calibrated parameters at the current bits and make the scale an LSQ
-        parameter (QAT). Only for uniform quantizers; ``set_bits`` re-derives it from statistics."""
-        if self.bits is None or self.kind != "uniform":
-            raise ValueError(f"make_learnable needs a uniform quantizer with bits set; have kind={self.kind}, bits={self.bits}")
-        if self._installed_bits != self.bits:
+    def materialize(self) -> None:
+        """Compute the quantization parameters for the current bits now instead of at the next
+        forward, so that their shapes and values are fixed before an optimiser is built or a
+        ``state_dict`` is loaded. No-op when the quantizer is off (``bits is None``)."""
+        if self.bits is not None and self._installed_bits != self.bits:
             self._install(self.bits, self.observer.min_val.device)
             self._installed_bits = self.bits
+
+    def make_learnable(self, offset: bool = False) -> nn.Parameter:
+        """Install the calibrated parameters at the current bits and make the scale an LSQ
+        parameter (QAT); with ``offset`` the zero point becomes a learned LSQ+ offset too
+        (``self.quantizer.zero_point``). Only for uniform quantizers; ``set_bits`` re-derives
+        both from the statistics. Returns the scale parameter."""
+        if self.bits is None or self.kind != "uniform":
+            raise ValueError(f"make_learnable needs a uniform quantizer with bits set; have kind={self.kind}, bits={self.bits}")
+        self.materialize()
+        if offset:
+            self.quantizer.make_offset_learnable()
         return self.quantizer.make_learnable()
 
     def _uncalibrated_message(self) -> str:

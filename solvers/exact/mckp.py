@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from .heuristic import improve, repair, round_lp, usage
-from .lagrange import dual_bound, farkas_infeasible, solve_lp
+from .lagrange import farkas_infeasible, solve_lp
 from .pareto import best_within
 from .search import SearchSpace, search
 

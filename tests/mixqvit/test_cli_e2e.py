@@ -136,19 +136,3 @@ def test_pretrained_download_failure_is_clear(monkeypatch, tmp_path, capsys):
     assert main(["profile", "--model", ARCH, "--pretrained", "--data", "."]) == 2
     line = _error_line(capsys)
     assert "could not get pretrained weights for 'vit_tiny_patch16_224'" in line and "internet" in line
-
-
-def test_qat_trains_evaluates_saves_and_resumes(image_folder, tmp_path, capsys):
-    out, ckpt = tmp_path / "qat.pt", tmp_path / "qat.ckpt"
-    argv = ["qat", *MODEL_ARGS, "--plan", "W4A4", "--data", str(image_folder), "--calib", "6", "--train-limit", "12",
-            "--batch-size", "4", "--max-steps", "2", "--eval", "--quiet", "--checkpoint", str(ckpt), "--out", str(out)]
-    assert main(argv) == 0
-    text = capsys.readouterr().out
-    assert "QAT of vit_tiny_patch16_224 (W4A4): 1 epoch(s)" in text and "steps 2" in text
-    acc = float(re.search(r"QAT ([0-9.]+)", text).group(1))
-    assert 0.0 <= acc <= 1.0 and ckpt.exists()
-    qmodel = torch.load(out, weights_only=False)
-    assert qmodel(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
-    # the checkpoint belongs to this run: another plan must not silently resume from it
-    assert main([a if a != "W4A4" else "W8A8" for a in argv]) == 2
-    assert "checkpoint" in _error_line(capsys).lower()

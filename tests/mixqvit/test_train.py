@@ -14,6 +14,7 @@ from mixqvit.data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from mixqvit.models import build_model, load_shipped
 from mixqvit.train import (
     RECIPES,
+    TeacherTargets,
     TrainConfig,
     add_train_arguments,
     augment,
@@ -96,6 +97,20 @@ def test_hard_distillation_runs_and_restores_mode(tiny_data):
         fit(student, *tiny_data, SMALL, torch.Generator(), teacher=teacher, max_steps=1, verbose=False)
     with pytest.raises(ValueError, match="distillation head"):
         fit(build_model("fmnist_vit"), *tiny_data, cfg, torch.Generator(), teacher=teacher, max_steps=1, verbose=False)
+
+
+def test_cached_teacher_targets_match_running_the_teacher(tiny_data):
+    """With flips only, looked-up teacher logits are the teacher's logits on the augmented batch."""
+    images, _ = tiny_data
+    torch.manual_seed(0)
+    teacher = build_model("fmnist_vit").eval()
+    cached = TeacherTargets(teacher, images, TrainConfig(crop_padding=0))
+    live = TeacherTargets(teacher, images, TrainConfig(crop_padding=2))
+    assert cached.cache is not None and cached.cache.shape == (2, 256, 10) and live.cache is None
+    idx = torch.tensor([5, 200, 7, 31, 99, 0])
+    x, flipped = augment(images[idx], torch.Generator().manual_seed(2), 0, True, return_flips=True)
+    assert flipped.any() and (~flipped).any()
+    torch.testing.assert_close(cached(x, idx, flipped), live(x, idx, flipped), rtol=1e-5, atol=1e-5)
 
 
 def test_train_model_writes_loadable_files(tmp_path):
