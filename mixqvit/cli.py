@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -96,14 +97,22 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _checked_number(convert: Callable[[str], Any], valid: Callable[[Any], bool], expected: str):
+    """An argparse ``type`` that converts a number and refuses invalid values with one message."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _checked_number(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _checked_number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_unit_interval = _checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def _comma_list(text: str) -> list[str]:

@@ -15,36 +15,15 @@ interrupted run started again with the same options resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
 __all__ = ["add_qat_arguments", "run_qat"]
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 def add_qat_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``qat`` options to ``parser`` (model and data options as in ``mixqvit quantize``)."""
-    from .cli import _add_data_args, _add_model_args, _positive_int
+    from .cli import _add_data_args, _add_model_args, _positive_float, _positive_int, _unit_interval
 
     _add_model_args(parser)
     parser.add_argument("--plan", required=True, help="plan JSON from `mixqvit solve`, or a uniform setting such as W2A2")

@@ -4,34 +4,21 @@ profile -> solve -> quantize -> evaluate, plus the errors a user meets on the wa
 Commands run in-process through `mixqvit.cli.main` (a subprocess would pay the torch import
 each time); `test_cli_allocation.py` covers `python -m mixqvit` itself.
 """
-import json
 import re
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from allocator import Plan, Profile
 from mixqvit import pipeline
 from mixqvit.cli import main
+from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
 
-TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3}
-ARCH = "vit_tiny_patch16_224"
-MODEL_ARGS = ["--model", ARCH, "--model-kwargs", json.dumps(TINY)]
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    """3 classes x 8 RGB images of 20x20 whose brightness depends on the class."""
-    root = tmp_path_factory.mktemp("data") / "imgs"
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(8):
-            pixels = (rng.random((20, 20, 3)) * 80 + c * 60).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("data") / "imgs")
 
 
 def _error_line(capsys):

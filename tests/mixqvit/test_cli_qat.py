@@ -5,26 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mixqvit.errors import InputFileError
 from mixqvit.qat_command import add_qat_arguments, run_qat
+from mixqvit_test_helpers import TINY, write_image_folder
 
-TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3}
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    """3 classes x 8 RGB images whose brightness depends on the class."""
-    root = tmp_path_factory.mktemp("qat_data") / "imgs"
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray((rng.random((20, 20, 3)) * 80 + c * 60).astype(np.uint8)).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("qat_data") / "imgs")
 
 
 def parse(*argv: str) -> argparse.Namespace:

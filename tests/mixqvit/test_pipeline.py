@@ -4,28 +4,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from allocator import Plan, solve
 from mixqvit import pipeline
 from mixqvit.demo import run_demo
 from mixqvit.models import shipped_paths
+from mixqvit_test_helpers import ARCH, TINY, write_image_folder
 
-TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3}
-ARCH = "vit_tiny_patch16_224"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline") / "imgs"
-    rng = np.random.default_rng(1)
-    for c in range(3):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray((rng.random((18, 18, 3)) * 90 + c * 60).astype(np.uint8)).save(root / f"c{c}" / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("pipeline") / "imgs", per_class=10, size=18, seed=1, prefix="c")
 
 
 @pytest.fixture(scope="module")
