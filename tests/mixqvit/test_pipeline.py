@@ -115,7 +115,9 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     for png in ("bit_allocation", "importance_sensitivity", "accuracy_vs_size"):
         assert (out / f"{ARCH}_{png}.png").read_bytes()[:8] == PNG_MAGIC
     profile_names = json.loads((out / ARCH / "profile.json").read_text())["layers"]
-    assert Plan.load(out / ARCH / "plan_mixed_W2A2.json").layers == [l["name"] for l in profile_names]
+    mixed_w2a2 = Plan.load(out / ARCH / "plan_mixed_W2A2.json")
+    assert mixed_w2a2.layers == [l["name"] for l in profile_names]
+    assert mixed_w2a2.pinned == [], "the mixed plan chooses the bits the uniform baseline pins"
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
 
 
