@@ -82,6 +82,8 @@ class PreparedProblem:
 
 
 def _groups(problem: Problem) -> tuple[np.ndarray, ...]:
+    if not problem.tied:
+        return tuple(np.arange(problem.n_layers, dtype=np.int64)[:, None])
     tied_layers = {layer for group in problem.tied for layer in group}
     groups = [np.array(sorted(group), dtype=np.int64) for group in problem.tied]
     groups += [np.array([layer], dtype=np.int64) for layer in range(problem.n_layers) if layer not in tied_layers]
@@ -114,10 +116,10 @@ def _dominated(loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
     n_options = loss.shape[1]
     # no_worse[g, i, j]: option i is at least as good as option j in loss and every cost
     no_worse = (loss[:, :, None] <= loss[:, None, :]) & allowed[:, :, None] & allowed[:, None, :]
-    same = loss[:, :, None] == loss[:, None, :]
     for table in costs:
         no_worse &= table[:, :, None] <= table[:, None, :]
-        same &= table[:, :, None] == table[:, None, :]
+    # i and j are identical exactly when each is no worse than the other
+    same = no_worse & no_worse.transpose(0, 2, 1)
     index = np.arange(n_options)
     earlier = index[:, None] < index[None, :]
     # i replaces j if strictly better somewhere, or identical and earlier (keeps one of equals)
@@ -128,13 +130,19 @@ def _dominated(loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
 def prepare(problem: Problem) -> PreparedProblem:
     """Merge ties, raise `InfeasibleError` for unreachable limits, warn on non-binding ones, prune."""
     groups = _groups(problem)
-    loss = np.stack([problem.loss[members].sum(axis=0) for members in groups])
-    allowed = np.isfinite(loss)
-
     names = list(problem.limits)
     limits = np.array([problem.limits[name] for name in names], dtype=np.float64)
-    costs = np.stack([np.stack([problem.costs[name][members].sum(axis=0) for members in groups]) for name in names]) \
-        if names else np.zeros((0,) + loss.shape)
+    if len(groups) == problem.n_layers:  # no ties: nothing to merge
+        loss = problem.loss.copy()
+        costs = np.stack([problem.costs[name] for name in names]) if names else np.zeros((0,) + loss.shape)
+    else:
+        # members of each group in ascending order, groups in order: one segmented sum for all
+        members = np.concatenate(groups)
+        starts = np.cumsum([0] + [group.size for group in groups[:-1]])
+        loss = np.add.reduceat(problem.loss[members], starts, axis=0)
+        costs = np.add.reduceat(np.stack([problem.costs[name] for name in names])[:, members], starts, axis=1) \
+            if names else np.zeros((0,) + loss.shape)
+    allowed = np.isfinite(loss)
 
     group_minima = _masked_min(costs, allowed[None]) if names else np.zeros((0, len(groups)))
     minima = group_minima.sum(axis=1)

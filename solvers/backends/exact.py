@@ -3,8 +3,9 @@
 Torch-free and MIP-solver-free: an LP relaxation by column generation (HiGHS for the small
 master LPs), reduced-cost fixing against a rounded-and-repaired incumbent, then a bounded,
 dominance-pruned search whose bounds keep one resource as an exact knapsack (1-D Pareto fronts)
-and price the others with the LP multipliers. It proves optimality (objective within 1e-10
-relative of its bound) and infeasibility (a Farkas certificate of the LP, or an exhausted search),
+and price the others with the LP multipliers. One limit skips HiGHS: the hull LP by bisection,
+a greedy incumbent, fixing, and a Pareto merge of the free layers pruned against the incumbent.
+It proves optimality (objective within 1e-10 relative of its bound) and infeasibility (a Farkas certificate of the LP, or an exhausted search),
 and under a time limit returns its best plan with a proven bound.
 """
 from __future__ import annotations

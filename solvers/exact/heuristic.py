@@ -44,7 +44,7 @@ def repair(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, max_moves: i
     return None
 
 
-def improve(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, lam: np.ndarray, n_pair: int = 200) -> np.ndarray:
+def improve(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, lam: np.ndarray, n_pair: int = 50) -> np.ndarray:
     """Best improving single switch while one exists, then best improving pair of switches; repeat."""
     n_layers, n_opt = loss.shape
     rows = np.arange(n_layers)

@@ -11,6 +11,8 @@ property) and the master converges to the LP optimum in a few rounds.
 
 With one limit this is the Sinha-Zoltners convex-hull LP; with several it is the exact LP, at
 a fraction of the cost of handing the full LP to a solver (most options are never priced in).
+One limit needs no LP solver at all (`solve_lp_one`): the dual is a concave function of one
+multiplier whose maximum sits at a breakpoint, found by bisection over the sorted breakpoints.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LPResult", "dual_bound", "solve_lp", "farkas_infeasible"]
+__all__ = ["LPResult", "dual_bound", "solve_lp", "solve_lp_one", "farkas_infeasible"]
 
 
 @dataclass
@@ -56,6 +58,10 @@ def _highs():
     h.setOptionValue("output_flag", False)
     # One thread: HiGHS keeps one scheduler per process, and other backends (pulp-highs) run it at 1.
     h.setOptionValue("threads", 1)
+    # Tiny LPs re-solved after adding columns: presolve costs more than it saves, and the primal
+    # simplex restarts from the previous (still primal feasible) basis.
+    h.setOptionValue("presolve", "off")
+    h.setOptionValue("simplex_strategy", 4)
     return h
 
 
@@ -115,3 +121,48 @@ def solve_lp(loss: np.ndarray, costs: np.ndarray, max_rounds: int = 100) -> LPRe
     np.add.at(weight, (np.concatenate(col_layer), np.concatenate(col_opt)), values[n_res:])
     infeasible = bool((slack > 1e-9).any() and farkas_infeasible(costs, allowed, lam))
     return LPResult(lam=lam, bound=dual_bound(loss, costs, lam), choice_weight=weight, infeasible=infeasible)
+
+
+def solve_lp_one(loss: np.ndarray, cost: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """One limit (scaled to 1): (lam, D(lam), a feasible choice), without an LP solver.
+
+    D(lam) = sum_l min_k(loss + lam * cost) - lam is concave and piecewise linear; its slope is
+    the usage of the minimising options minus 1, so the maximum is at the smallest breakpoint
+    (a lam where two options of a layer tie) beyond which the minimising options fit. Candidate
+    breakpoints are the pairwise tie points of each layer; bisection over them evaluates the
+    usage O(log(L K^2)) times. The choice returned (the minimisers just past that breakpoint) is
+    the LP solution rounded down to the feasible side: a greedy incumbent. It is None when even
+    the cheapest options do not fit. Whatever lam the bisection lands on, D(lam) is recomputed
+    from it, so the bound is valid even if float ties blur a breakpoint.
+    """
+    n_layers = loss.shape[0]
+    allowed = np.isfinite(loss)
+    rows = np.arange(n_layers)
+    work = np.where(allowed, loss, np.inf)
+    cost = np.where(allowed, cost, np.inf)
+
+    def minimisers(lam: float) -> np.ndarray:
+        # ties broken toward the cheaper option: evaluated at lam * (1 + 1e-9), just past the breakpoint
+        return np.argmin(work + (lam * (1.0 + 1e-9) + 1e-300) * cost, axis=1)
+
+    def fits(choice: np.ndarray) -> bool:
+        return bool(cost[rows, choice].sum() <= 1.0)
+
+    choice = minimisers(0.0)
+    if fits(choice):
+        return 0.0, dual_bound(loss, np.where(allowed, cost, 0.0)[None], np.zeros(1)), choice
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (work[:, None, :] - work[:, :, None]) / (cost[:, :, None] - cost[:, None, :])
+    candidates = np.unique(slope[np.isfinite(slope) & (slope > 0)])
+    lo, hi = 0, candidates.size - 1  # find the first candidate whose minimisers fit
+    if hi < 0 or not fits(best := minimisers(float(candidates[hi]))):
+        return 0.0, dual_bound(loss, np.where(allowed, cost, 0.0)[None], np.zeros(1)), None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        trial = minimisers(float(candidates[mid]))
+        if fits(trial):
+            hi, best = mid, trial
+        else:
+            lo = mid + 1
+    lam = float(candidates[hi])  # `best` holds the minimisers at candidates[hi]
+    return lam, dual_bound(loss, np.where(allowed, cost, 0.0)[None], np.array([lam])), best

@@ -1,13 +1,16 @@
 """`solve_arrays`: the exact multiple-choice knapsack solver on plain arrays.
 
 Steps (each explained in its module):
-0. One limit and small Pareto sets (most 4/8-bit problems): merge the layers' Pareto sets
-   directly (`pareto.best_within`); exact, no LP. Otherwise:
+0. One limit (after step 1's scaling): the hull LP by bisection over breakpoints (no LP solver),
+   a greedy incumbent improved by local search, reduced-cost fixing, then the Pareto sets of the
+   layers left free merged with pruning against the incumbent (`pareto.best_within`); exact.
+   If a front still grows too large, the general path below takes over. Otherwise:
 1. Scale every limit to 1, subtract each layer's least loss (better conditioned sums), fix
    layers with one option, drop resources no remaining option uses.
 2. LP relaxation by column generation (`lagrange`): multipliers lam and a proven bound; a
    Farkas certificate when even the LP is infeasible.
-3. Incumbent: LP rounding, repair, local search (`heuristic`), then a narrow beam search.
+3. Incumbent: LP rounding, repair, local search (`heuristic`), then (more than `BEAM_MIN_FREE`
+   free layers) a narrow beam search.
 4. Reduced-cost fixing: with reduced costs rc = loss + lam.c - min_k(loss + lam.c), every plan
    has loss >= LP bound + sum of its rc, so an option whose rc reaches incumbent - bound is in no
    better plan; most layers keep one option.
@@ -20,13 +23,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 
 from .heuristic import improve, repair, round_lp, usage
-from .lagrange import farkas_infeasible, solve_lp
-from .pareto import best_within
+from .lagrange import farkas_infeasible, solve_lp, solve_lp_one
+from .pareto import FrontTooLarge, best_within
 from .search import SearchSpace, search
 
 __all__ = ["ExactResult", "solve_arrays", "RTOL"]
@@ -37,6 +41,10 @@ RTOL = 1e-10
 LIMIT_RTOL = 1e-12
 BEAM_WIDTH = 32
 BEAM_FRONT = 2_000
+# The beam (and the second fixing after it) pays off only on larger searches: with few free
+# layers the exact search is cheaper than building a second search space (ViT-B-like problems
+# leave 20-30 free and run ~25% faster without it; 1000 layers leave hundreds and need it).
+BEAM_MIN_FREE = 40
 # one limit: merge Pareto sets directly while fronts stay below this many points
 DIRECT_FRONT = 3_000
 
@@ -98,10 +106,9 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
         return ExactResult(None, "infeasible", np.inf, np.inf)
 
     if n_res == 1:
-        choice = best_within(work, scaled[0], 1.0, DIRECT_FRONT)
-        if choice is not None:
-            value = float(work[np.arange(n_layers), choice].sum()) + base
-            return ExactResult(choice, "optimal", value, value)
+        one = _one_limit(work, scaled, allowed, incumbent, base)
+        if one is not None:
+            return one
 
     # 2. LP relaxation
     lp = solve_lp(work, scaled)
@@ -139,9 +146,9 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
             return ExactResult(best, "optimal", upper + base, upper + base, 0, 0)
         return ExactResult(None, "infeasible", np.inf, np.inf)
 
-    # 5. a beam search for a better incumbent (cheap bounds: small fronts), a second fixing
-    # with it, then the exact search with full fronts pruned against it
-    if BEAM_WIDTH and part.free.size:
+    # 5. with many free layers, a beam search for a better incumbent (cheap bounds: small
+    # fronts), a second fixing with it, then the exact search with full fronts pruned against it
+    if BEAM_WIDTH and part.free.size > BEAM_MIN_FREE:
         sub_upper = upper - part.fixed_loss
         beam = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper, BEAM_FRONT), sub_upper, tol,
                       deadline, beam=BEAM_WIDTH)
@@ -172,6 +179,46 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     return ExactResult(best, "feasible", upper + base, min(bound, upper) + base, nodes, free_layers.size)
 
 
+def _one_limit(work: np.ndarray, scaled: np.ndarray, allowed: np.ndarray, incumbent: np.ndarray | None,
+               base: float) -> ExactResult | None:
+    """One limit without an LP solver; None when a front grows too large (the general path takes over).
+
+    The hull LP's multiplier and greedy plan (`solve_lp_one`), local search, reduced-cost fixing,
+    then the Pareto merge of the layers left free, pruned against the incumbent by value and by
+    the Lagrangian bound (`pareto.best_within`). Every pruning drops only points that cannot beat
+    the incumbent by more than `tol`, so the result is optimal within `tol`.
+    """
+    rows = np.arange(work.shape[0])
+    lam, lower, greedy = solve_lp_one(work, scaled[0])
+    if greedy is None:
+        return None
+    best = improve(work, scaled, greedy, np.array([lam]))
+    upper = float(work[rows, best].sum())
+    if incumbent is not None:
+        incumbent = np.asarray(incumbent, dtype=np.int64)
+        value = float(work[rows, incumbent].sum())
+        if value < upper and (usage(scaled, incumbent) <= 1.0).all():
+            best, upper = incumbent, value
+    tol = _tolerance(upper + base)
+    free_count = 0
+    if upper - lower > tol:
+        priced = work + lam * scaled[0]
+        part = _Fixing(work, scaled, allowed, priced - priced.min(axis=1, keepdims=True), upper - lower + tol, best)
+        free_count = int(part.free.size)
+        if part.cap is not None and free_count:
+            free = part.free
+            try:
+                found = best_within(np.where(part.alive[free], work[free], np.inf), scaled[0, free], float(part.cap[0]),
+                                    DIRECT_FRONT, upper - part.fixed_loss - tol, lam)
+            except FrontTooLarge:
+                return None
+            if found is not None:
+                best = np.empty_like(best)
+                best[part.fixed], best[free] = part.fixed_choice, found
+                upper = float(work[rows, best].sum())
+    return ExactResult(best, "optimal", upper + base, upper + base, 0, free_count)
+
+
 class _Fixing:
     """Reduced-cost fixing: keep the options whose reduced cost is below `gap` (and the incumbent's);
     layers left with one option are fixed, the rest are free, as lists for `search`."""
@@ -183,6 +230,7 @@ class _Fixing:
         if incumbent is not None:
             alive[np.arange(n_layers), incumbent] = True
         count = alive.sum(axis=1)
+        self.alive = alive
         self.n_layers = n_layers
         self.fixed = np.flatnonzero(count == 1)
         self.free = np.flatnonzero(count > 1)
@@ -190,9 +238,20 @@ class _Fixing:
         self.fixed_loss = float(loss[self.fixed, self.fixed_choice].sum())
         cap = 1.0 - costs[:, self.fixed, self.fixed_choice].sum(axis=1)
         self.cap = None if (cap < 0).any() else cap
-        self.options = [np.flatnonzero(alive[l]) for l in self.free]
-        self.losses = [loss[l, o] for l, o in zip(self.free, self.options)]
-        self.costs = [costs[:, l, o] for l, o in zip(self.free, self.options)]
+        self._loss, self._costs = loss, costs
+
+    # per-layer lists for `search`, built only when the search runs (the one-limit path never needs them)
+    @cached_property
+    def options(self) -> list[np.ndarray]:
+        return [np.flatnonzero(self.alive[l]) for l in self.free]
+
+    @cached_property
+    def losses(self) -> list[np.ndarray]:
+        return [self._loss[l, o] for l, o in zip(self.free, self.options)]
+
+    @cached_property
+    def costs(self) -> list[np.ndarray]:
+        return [self._costs[:, l, o] for l, o in zip(self.free, self.options)]
 
     def assemble(self, positions: list[int]) -> np.ndarray:
         """Full choice from a position in each free layer's option list."""

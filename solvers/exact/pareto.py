@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pareto_indices", "merge", "front_value", "best_within"]
+__all__ = ["pareto_indices", "merge", "front_value", "best_within", "FrontTooLarge"]
 
 
 def pareto_indices(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -49,22 +49,46 @@ def front_value(front: tuple[np.ndarray, np.ndarray], room: np.ndarray) -> np.nd
     return np.where(i >= 0, value[np.maximum(i, 0)] if value.size else np.inf, np.inf)
 
 
-def best_within(loss: np.ndarray, cost: np.ndarray, cap: float, max_points: int) -> np.ndarray | None:
-    """Optimal choice for one limit by merging the layers' Pareto sets; None if a front outgrows `max_points`.
+def _after(per_layer: np.ndarray) -> np.ndarray:
+    """Entry l: the sum over layers l+1.. (0 for the last)."""
+    return np.concatenate([np.cumsum(per_layer[::-1])[::-1][1:], [0.0]])
+
+
+class FrontTooLarge(Exception):
+    """A front outgrew the `max_points` given to `best_within`."""
+
+
+def best_within(loss: np.ndarray, cost: np.ndarray, cap: float, max_points: int, upper: float = np.inf,
+                slope: float = 0.0) -> np.ndarray | None:
+    """Optimal choice for one limit by merging the layers' Pareto sets, or None if none beats `upper`.
 
     Exact with float costs: the optimum is the lowest-value point of the final front whose cost
-    fits (the front is pruned as it grows to costs that leave the later layers room for their
-    cheapest options). `loss` (L, K) with +inf for options a
-    layer may not take; returns None also when nothing fits.
+    fits. The front is pruned as it grows to
+    - costs that leave the later layers room for their cheapest options;
+    - values below `upper` once the later layers add their least loss;
+    - Lagrangian bounds below `upper`: any completion of a point (c, v) of the layers so far costs
+      at least v + slope * (c - cap) + sum over later layers of min_k(loss + slope * cost), for
+      any slope >= 0 (the LP multiplier makes it tight).
+    So with a good incumbent `upper` (and its multiplier) only the few points that could still
+    beat it survive. `loss` (L, K) has +inf for options a layer may not take.
+
+    Raises:
+        FrontTooLarge: a front outgrew `max_points` (the caller falls back to another method).
     """
+    allowed = np.isfinite(loss)
+    least = np.where(allowed, cost, np.inf).min(axis=1)
+    room = cap - _after(least)
+    max_value = upper - _after(np.where(allowed, loss, np.inf).min(axis=1))
+    max_priced = upper + slope * cap - _after(np.where(allowed, loss + slope * cost, np.inf).min(axis=1))
     c, v = np.zeros(1), np.zeros(1)
     steps = []
-    least = np.where(np.isfinite(loss), cost, np.inf).min(axis=1)
-    room = cap - np.concatenate([np.cumsum(least[::-1])[::-1][1:], [0.0]])  # left once later layers take least
     for layer in range(loss.shape[0]):
-        options = np.flatnonzero(np.isfinite(loss[layer]))
-        c, v, parent, option = merge(c, v, cost[layer, options], loss[layer, options], room[layer])
-        if c.size == 0 or c.size > max_points:
+        options = np.flatnonzero(allowed[layer])
+        c, v, parent, option = merge(c, v, cost[layer, options], loss[layer, options], room[layer],
+                                     max_value[layer], slope, max_priced[layer])
+        if c.size > max_points:
+            raise FrontTooLarge(f"front of {c.size} points after layer {layer} (at most {max_points})")
+        if c.size == 0:
             return None
         steps.append((parent, options[option]))
     index = int(np.argmin(v))

@@ -19,8 +19,9 @@ from mckp_bruteforce import brute_force
 from mckp_strategies import problems
 from solvers import InfeasibleError, Problem, solve_problem
 from solvers.exact import solve_arrays
-from solvers.exact.lagrange import dual_bound, solve_lp
-from solvers.exact.pareto import merge, pareto_indices
+from solvers.exact import mckp
+from solvers.exact.lagrange import dual_bound, solve_lp, solve_lp_one
+from solvers.exact.pareto import best_within, merge, pareto_indices
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -112,6 +113,73 @@ def test_lp_bound_is_below_the_optimum_and_matches_highs_lp():
     exact = solve_arrays(loss, scaled, np.ones(3))
     assert exact.status == "optimal" and lp.bound <= exact.objective + 1e-12
     assert (scaled[:, rows, exact.choice].sum(axis=1) <= 1).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_limit_lp_matches_highs_hull_lp_and_its_greedy_plan_fits(seed):
+    from scipy.optimize import linprog
+    from scipy.sparse import eye, kron
+
+    rng = np.random.default_rng(seed)
+    loss = rng.lognormal(0, 1, (25, 6))
+    loss[rng.random((25, 6)) < 0.2] = np.inf
+    loss[:, 0] = rng.lognormal(0, 1, 25)
+    cost = rng.uniform(0, 1, (25, 6)) ** 2
+    cost /= np.where(np.isfinite(loss), cost, 0).mean(axis=1).sum()
+    lam, bound, greedy = solve_lp_one(loss, cost)
+    allowed = np.isfinite(loss).ravel()
+    reference = linprog(np.where(allowed, loss.ravel(), 0), A_ub=cost.reshape(1, -1), b_ub=[1.0],
+                        A_eq=kron(eye(25), np.ones((1, 6))), b_eq=np.ones(25),
+                        bounds=[(0, None if ok else 0) for ok in allowed], method="highs")
+    assert lam >= 0 and bound == dual_bound(loss, np.where(np.isfinite(loss), cost, 0)[None], np.array([lam]))
+    assert bound == pytest.approx(reference.fun, rel=1e-9)
+    rows = np.arange(25)
+    assert np.isfinite(loss[rows, greedy]).all() and cost[rows, greedy].sum() <= 1.0
+    assert loss[rows, greedy].sum() >= bound
+
+
+def test_one_limit_lp_when_the_least_loss_plan_fits_or_nothing_fits():
+    loss = np.array([[1.0, 2.0], [1.0, 3.0]])
+    cost = np.array([[0.2, 0.1], [0.3, 0.1]])
+    lam, bound, greedy = solve_lp_one(loss, cost)
+    assert (lam, bound, greedy.tolist()) == (0.0, 2.0, [0, 0])
+    assert solve_lp_one(loss, cost * 10)[2] is None
+
+
+def test_best_within_prunes_against_the_incumbent():
+    rng = np.random.default_rng(5)
+    loss, cost = rng.lognormal(0, 1, (8, 3)), rng.uniform(0, 1, (8, 3))
+    cap = float(cost.min(axis=1).sum() + 0.5 * (cost.max(axis=1).sum() - cost.min(axis=1).sum()))
+    choice = best_within(loss, cost, cap, 10_000)
+    rows = np.arange(8)
+    optimum = loss[rows, choice].sum()
+    # any slope is a valid Lagrangian prune; an incumbent just above the optimum keeps it
+    for slope in (0.0, 0.7, 5.0):
+        assert loss[rows, best_within(loss, cost, cap, 10_000, optimum * (1 + 1e-9), slope)].sum() == optimum
+        assert best_within(loss, cost, cap, 10_000, optimum, slope) is None  # nothing strictly better
+
+
+def test_one_limit_falls_back_to_the_general_path_when_fronts_grow(monkeypatch):
+    # subset-sum-like: every layer trades its whole cost for a loss of about the same size, so
+    # the LP bound fixes little and the pruned merge still needs fronts of several points
+    rng = np.random.default_rng(11)
+    size = rng.uniform(1, 2, 16)
+    loss = np.stack([np.zeros(16), size * rng.uniform(1.0, 1.01, 16)], axis=1)
+    cost = np.stack([size, np.zeros(16)], axis=1)[None]
+    limit = np.array([size.sum() / 2])
+    fast = solve_arrays(loss, cost, limit)
+    lp_calls = []
+    monkeypatch.setattr(mckp, "solve_lp", lambda *a: lp_calls.append(1) or solve_lp(*a))
+    monkeypatch.setattr(mckp, "DIRECT_FRONT", 1)
+    fallback = solve_arrays(loss, cost, limit)
+    assert lp_calls, "the one-limit path should have given up and left the problem to the general path"
+    assert fast.status == fallback.status == "optimal" and fast.free_layers > 1
+    assert fallback.objective == pytest.approx(fast.objective, rel=1e-10)
+    assert fast.bound == fast.objective
+    choices = np.array(list(itertools.product(range(2), repeat=16)))
+    rows = np.arange(16)
+    fits = cost[0, rows, choices].sum(axis=1) <= limit[0]
+    assert fast.objective == pytest.approx(loss[rows, choices].sum(axis=1)[fits].min(), rel=1e-12)
 
 
 def two_way_problem(n_layers: int, limit: float) -> Problem:
