@@ -20,10 +20,11 @@ from .errors import (
     ProfileError,
     UnknownSolverError,
 )
+from .frontier import frontier
 from .objective import DEFAULT_ALPHA, OBJECTIVES, loss_table
 from .plan import Plan
 from .profile import FORMAT_VERSION, KINDS, LayerInfo, Profile
-from .solve import frontier, solve
+from .solve import solve
 
 __all__ = [
     "Profile",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .options import OptionGrid, build_options
 from .plan import Plan
 from .profile import Profile
 
-__all__ = ["solve", "frontier", "pose", "Posed", "check_solver_name", "usage_range"]
+__all__ = ["solve", "pose", "Posed", "decode", "joint_infeasibility", "check_solver_name", "usage_range"]
 
 # Relative slack when judging whether a plan meets a limit (MIP feasibility tolerances).
 _RTOL = 1e-9
@@ -130,7 +130,8 @@ def _check_limits(limits: list[Limit], costs: dict[str, np.ndarray], grid: Optio
         )
 
 
-def _decode(posed: Posed, sol: Solution) -> Plan:
+def decode(posed: Posed, sol: Solution) -> Plan:
+    """The `Plan` of a solver's solution: bits per layer, totals, provenance, budget check."""
     profile, grid = posed.profile, posed.grid
     rows = np.arange(len(profile.layers))
     w = grid.w_bits[rows, sol.choice]
@@ -149,6 +150,24 @@ def _decode(posed: Posed, sol: Solution) -> Plan:
     return plan
 
 
+def joint_infeasibility(posed: Posed, exc: InfeasibleError) -> BudgetInfeasibleError:
+    """Restate a solver's "not all limits together" error in the budget's names and user units.
+
+    Only limits listed in ``posed.limits`` are named, so a caller can leave out a limit that is
+    not the user's (e.g. the swept resource of a frontier).
+    """
+    by_key = {lim.key: lim for lim in posed.limits}
+    violations = {k: (by_key[k].user(lim), by_key[k].user(lo)) for k, (lim, lo) in exc.violations.items()
+                  if k in by_key}
+    parts = [f"{k} <= {by_key[k].text(by_key[k].value)} (smallest achievable alone "
+             f"{by_key[k].text(by_key[k].scale * v[1])})" for k, v in violations.items()]
+    return BudgetInfeasibleError(
+        f"budget {posed.budget} is infeasible: every limit is reachable alone but not all together: "
+        + "; ".join(parts) + ". Relax at least one of them.",
+        violations, jointly=True,
+    )
+
+
 def _run(posed: Posed, solver: str, time_limit: float | None) -> Plan:
     try:
         with warnings.catch_warnings():
@@ -158,17 +177,8 @@ def _run(posed: Posed, solver: str, time_limit: float | None) -> Plan:
     except InfeasibleError as exc:
         if isinstance(exc, BudgetInfeasibleError):
             raise
-        by_key = {lim.key: lim for lim in posed.limits}
-        violations = {k: (by_key[k].user(lim), by_key[k].user(lo)) for k, (lim, lo) in exc.violations.items()
-                      if k in by_key}
-        parts = [f"{k} <= {by_key[k].text(by_key[k].value)} (smallest achievable alone "
-                 f"{by_key[k].text(by_key[k].scale * v[1])})" for k, v in violations.items()]
-        raise BudgetInfeasibleError(
-            f"budget {posed.budget} is infeasible: every limit is reachable alone but not all together: "
-            + "; ".join(parts) + ". Relax at least one of them.",
-            violations, jointly=True,
-        ) from exc
-    return _decode(posed, sol)
+        raise joint_infeasibility(posed, exc) from exc
+    return decode(posed, sol)
 
 
 def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver: str = "auto",
@@ -200,18 +210,3 @@ def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver
     check_solver_name(solver)
     posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
     return _run(posed, solver, time_limit)
-
-
-def frontier(profile: Profile, budgets: Iterable[Budget | float | str | Mapping], solver: str = "auto",
-             objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-             pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None) -> list[Plan]:
-    """One plan per budget, in the order given (e.g. ``frontier(p, [2.5, 3, 3.5, 4])``).
-
-    Each budget is solved independently with the same settings as `solve`; an infeasible budget
-    raises `BudgetInfeasibleError` naming it.
-    """
-    check_solver_name(solver)
-    with warnings.catch_warnings():
-        # a sweep commonly runs past the largest useful budget; do not warn once per point
-        warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
-        return [_run(pose(profile, b, objective, alpha, tie_wa, pinned), solver, time_limit) for b in budgets]
