@@ -70,33 +70,45 @@ DEFAULT_EPSILON = 0.0
 
 
 # --------------------------------------------------------------------------------------------
-# Gradient-modifying primitives (forward value unchanged).
+# Recording relevance during the backward pass.
 # --------------------------------------------------------------------------------------------
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; backward multiplies the incoming gradient by a fixed factor."""
+@dataclass
+class _Recorder:
+    """Per-sample sums of |relevance| captured during one backward pass.
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-        if isinstance(factor, torch.Tensor):
-            ctx.save_for_backward(factor)
-            ctx.scalar = None
-        else:
-            ctx.scalar = float(factor)
-        return x.view_as(x)
+    ``softmax=True`` also accounts for the relevance absorbed by each softmax (for
+    `lrp_conservation`); importance does not need it, so it is off by default.
+    """
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        if ctx.scalar is not None:
-            return grad * ctx.scalar, None
-        (factor,) = ctx.saved_tensors
-        return grad * factor, None
+    batch: int
+    softmax: bool = False
+    abs_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    softmax_absorbed: torch.Tensor | None = None
+
+    def add(self, name: str, value: torch.Tensor, grad: torch.Tensor, factor: float = 1.0) -> None:
+        """Accumulate ``factor * sum |value * grad|`` per sample under `name` (factor a power of 2)."""
+        a = (value * grad).abs_().reshape(self.batch, -1).sum(1)
+        if factor != 1.0:
+            a = a * factor
+        self.abs_sum[name] = self.abs_sum.get(name, 0) + a
+
+    def add_absorbed(self, r: torch.Tensor) -> None:
+        self.softmax_absorbed = r if self.softmax_absorbed is None else self.softmax_absorbed + r
+
+    def watch(self, name: str, t: torch.Tensor) -> None:
+        """Record the relevance ``t * dF/dt`` of tensor t under `name` when the backward reaches it."""
+        if not t.requires_grad:
+            return
+        value = t.detach()
+        t.register_hook(lambda grad: self.add(name, value, grad))
 
 
-def _half(x: torch.Tensor) -> torch.Tensor:
-    """Uniform rule for one operand of a two-operand product: gradient halved."""
-    return _ScaleGrad.apply(x, 0.5)
-
-
+# --------------------------------------------------------------------------------------------
+# Rules as autograd functions: exact forward value, rule-modified backward. Each one replaces a
+# composition of autograd primitives by a single node with a hand-written backward, which
+# computes the same numbers with fewer passes over memory (the 0.5 factors of the half rule are
+# powers of two, so moving them onto the smallest tensor changes no bit).
+# --------------------------------------------------------------------------------------------
 class _EpsilonGrad(torch.autograd.Function):
     """Identity forward; backward scales the gradient by z / (z + eps * sign(z)) (epsilon rule).
 
@@ -123,88 +135,127 @@ def _epsilon(z: torch.Tensor, eps: float) -> torch.Tensor:
     return _EpsilonGrad.apply(z, eps)
 
 
-class _Surrogate(torch.autograd.Function):
-    """Forward returns a precomputed value; backward sends ``grad * factor`` to the input."""
+class _IdentityRule(torch.autograd.Function):
+    """y = fn(x) element-wise; backward sends ``grad * y / x`` (``slope`` where x == 0).
+
+    For fn with fn(0) == 0 (GELU): the rule needs ``x == 0`` to be the only place where
+    ``y / x`` is not a number.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(factor)
-        return value
+    def forward(ctx: Any, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+                slope: float) -> torch.Tensor:
+        y = fn(x)
+        ctx.save_for_backward(x, y)
+        ctx.slope = slope
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (factor,) = ctx.saved_tensors
-        return grad * factor, None, None
+        x, y = ctx.saved_tensors
+        # y / x is 0/0 = nan exactly where x == 0 (fn(0) == 0); elsewhere finite.
+        ratio = torch.nan_to_num_(y / x, nan=ctx.slope)
+        return ratio.mul_(grad), None, None
 
 
 def _identity_rule(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                    slope_at_zero: float) -> torch.Tensor:
     """Identity rule for y = fn(x) element-wise: backward sends grad * y / x, so x*g_x = y*g_y."""
-    with torch.no_grad():
-        y = fn(x)
-        safe = torch.where(x == 0, torch.ones_like(x), x)
-        ratio = torch.where(x == 0, torch.full_like(x, slope_at_zero), y / safe)
     if not x.requires_grad:
+        with torch.no_grad():
+            return fn(x)
+    return _IdentityRule.apply(x, fn, slope_at_zero)
+
+
+class _LayerNormRule(torch.autograd.Function):
+    """LayerNorm with the standard deviation held constant in the backward pass (identity rule):
+    ``g_x = c - mean(c)``, ``c = g_y * weight / std``. Weight and bias get their ordinary
+    gradients (bias relevance is what `lrp_conservation` books as absorbed).
+
+    The forward is the explicit formula rather than the fused kernel on purpose: the epsilon
+    rule (``epsilon > 0``) divides by ``z + eps`` and so amplifies last-bit differences of
+    near-zero outputs; the explicit forward keeps the relevance identical to the reference
+    numbers (tests/profiling/data/lrp_reference.json) at no measurable cost.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                ndim: int, eps: float) -> torch.Tensor:
+        dims = tuple(range(-ndim, 0))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        std = torch.sqrt((centred * centred).mean(dim=dims, keepdim=True) + eps)
+        xhat = centred / std
+        y = xhat if weight is None else xhat * weight
+        if bias is not None:
+            y = y + bias
+        ctx.save_for_backward(xhat, weight, std)
+        ctx.ndim = ndim
         return y
-    return _Surrogate.apply(x, y, ratio)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        xhat, weight, std = ctx.saved_tensors
+        dims = tuple(range(-ctx.ndim, 0))
+        lead = tuple(range(g.dim() - ctx.ndim))
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            c = (g * weight if weight is not None else g) / std
+            gx = c - c.mean(dim=dims, keepdim=True)
+        if weight is not None and ctx.needs_input_grad[1]:
+            gw = (g * xhat).sum(lead)
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(lead)
+        return gx, gw, gb, None, None
 
 
-# --------------------------------------------------------------------------------------------
-# Recording relevance during the backward pass.
-# --------------------------------------------------------------------------------------------
-@dataclass
-class _Recorder:
-    """Per-sample sums of relevance captured by tensor hooks during one backward pass."""
+class _AttentionRule(torch.autograd.Function):
+    """``out = softmax(q k^T + bias) v`` (q already scaled) with the AttnLRP rules in one node.
 
-    batch: int
-    abs_sum: dict[str, torch.Tensor] = field(default_factory=dict)
-    signed_sum: dict[str, torch.Tensor] = field(default_factory=dict)
-    softmax_absorbed: torch.Tensor | None = None
+    Backward: half rule on both operands of both products, softmax by gradient x input; records
+    the relevance at the ``matmul_av`` output and at the ``matmul_qk`` output (the scores before
+    the bias) and, for a recorder with ``softmax``, what the softmax absorbs. Equivalent to
+    autograd through ``half(q) @ half(k)^T -> +bias -> softmax -> half(probs) @ half(v)`` with
+    tensor hooks, but without materialising the halved N x N gradients.
+    """
 
-    def watch(self, name: str, t: torch.Tensor) -> None:
-        """Accumulate sum|t * grad| and sum(t * grad) per sample for tensor t under `name`."""
-        if not t.requires_grad:
-            return
-        value = t.detach()
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                bias: torch.Tensor | None, rec: _Recorder, name: str) -> torch.Tensor:
+        scores = q @ k.transpose(-2, -1)
+        logits = scores if bias is None else scores + bias
+        probs = logits.softmax(dim=-1)
+        out = probs @ v
+        ctx.save_for_backward(q, k, v, scores, logits if rec.softmax else None, probs, out)
+        ctx.rec, ctx.name = rec, name
+        return out
 
-        def hook(grad: torch.Tensor) -> None:
-            rel = (value * grad).reshape(self.batch, -1)
-            a, s = rel.abs().sum(1), rel.sum(1)
-            self.abs_sum[name] = self.abs_sum.get(name, 0) + a
-            self.signed_sum[name] = self.signed_sum.get(name, 0) + s
-
-        t.register_hook(hook)
-
-    def watch_softmax(self, logits: torch.Tensor, probs: torch.Tensor) -> None:
-        """Record relevance absorbed by a softmax: R(probs) - R(logits), per sample."""
-        if not logits.requires_grad:
-            return
-        lv, pv = logits.detach(), probs.detach()
-
-        def into(sign: float, value: torch.Tensor) -> Callable[[torch.Tensor], None]:
-            def hook(grad: torch.Tensor) -> None:
-                r = sign * (value * grad).reshape(self.batch, -1).sum(1)
-                self.softmax_absorbed = r if self.softmax_absorbed is None else self.softmax_absorbed + r
-            return hook
-
-        probs.register_hook(into(1.0, pv))
-        logits.register_hook(into(-1.0, lv))
+    @staticmethod
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, scores, logits, probs, out = ctx.saved_tensors
+        rec, name = ctx.rec, ctx.name
+        rec.add(f"{name}.matmul_av", out, g_out)
+        # G = g_out v^T is twice the gradient reaching probs (half rule); S = softmax'(G) is twice
+        # the gradient reaching the logits and the scores.
+        G = g_out @ v.transpose(-2, -1)
+        S = torch._softmax_backward_data(G, probs, -1, probs.dtype)
+        if rec.softmax:
+            absorbed = ((probs * G).reshape(rec.batch, -1).sum(1)
+                        - (logits * S).reshape(rec.batch, -1).sum(1)) * 0.5
+            rec.add_absorbed(absorbed)
+        rec.add(f"{name}.matmul_qk", scores, S, factor=0.5)
+        need = ctx.needs_input_grad
+        gq = (S @ k).mul_(0.25) if need[0] else None
+        gk = (S.transpose(-2, -1) @ q).mul_(0.25) if need[1] else None
+        gv = (probs.transpose(-2, -1) @ g_out).mul_(0.5) if need[2] else None
+        gb = S * 0.5 if need[3] else None
+        return gq, gk, gv, gb, None, None
 
 
 # --------------------------------------------------------------------------------------------
 # Rule-modified forwards of the supported timm modules.
 # --------------------------------------------------------------------------------------------
 def _layer_norm_forward(mod: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    dims = tuple(range(-len(mod.normalized_shape), 0))
-    mean = x.mean(dim=dims, keepdim=True)
-    centred = x - mean
-    var = (centred * centred).mean(dim=dims, keepdim=True)
-    y = centred / torch.sqrt(var + mod.eps).detach()
-    if mod.weight is not None:
-        y = y * mod.weight
-    if mod.bias is not None:
-        y = y + mod.bias
-    return y
+    return _LayerNormRule.apply(x, mod.weight, mod.bias, len(mod.normalized_shape), mod.eps)
 
 
 def _gelu_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -215,14 +266,7 @@ def _gelu_forward(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _attend(rec: _Recorder, name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             bias: torch.Tensor | None) -> torch.Tensor:
     """softmax(q k^T + bias) v with the half rule on both products; q already scaled."""
-    scores = _half(q) @ _half(k).transpose(-2, -1)
-    rec.watch(f"{name}.matmul_qk", scores)
-    logits = scores if bias is None else scores + bias
-    probs = logits.softmax(dim=-1)
-    rec.watch_softmax(logits, probs)
-    out = _half(probs) @ _half(v)
-    rec.watch(f"{name}.matmul_av", out)
-    return out
+    return _AttentionRule.apply(q, k, v, bias, rec, name)
 
 
 def _vit_attention_forward(rec: _Recorder, name: str, mod: nn.Module, x: torch.Tensor,
@@ -390,9 +434,9 @@ def _targets(logits: torch.Tensor, target: Any, labels: torch.Tensor | None) -> 
 
 def _explain_batch(model: nn.Module, sites: Sequence[Site], x: torch.Tensor, target: Any,
                    labels: torch.Tensor | None, epsilon: float,
-                   param_grads: bool = False) -> tuple[_Recorder, torch.Tensor, torch.Tensor, torch.Tensor]:
+                   param_grads: bool = False, softmax: bool = False) -> tuple[_Recorder, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One LRP pass over batch x. Returns (recorder, target logits, input relevance, targets)."""
-    rec = _Recorder(batch=int(x.shape[0]))
+    rec = _Recorder(batch=int(x.shape[0]), softmax=softmax)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         for p, _ in flags:
@@ -536,7 +580,7 @@ def lrp_conservation(
             handles.append(modules[b].register_forward_pre_hook(pre))
             handles.append(modules[b].register_forward_hook(post))
         rec, chosen, rel_in, _ = _explain_batch(model, found, image, target, None, epsilon,
-                                                param_grads=True)
+                                                param_grads=True, softmax=True)
         biases = 0.0
         for name, p in model.named_parameters():
             if p.grad is not None and name.split(".")[-1] in _BIAS_LIKE:

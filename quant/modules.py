@@ -10,7 +10,12 @@ implements the :class:`QuantSite` protocol: ``kind``, ``w_bits``, ``a_bits`` and
 
 :class:`QuantAttention` (timm ``Attention``) and :class:`QuantWindowAttention` (timm
 ``WindowAttention``) compute attention with explicit matrix products so that ``q @ k^T`` and
-``attn @ v`` are sites (``matmul_qk``, ``matmul_av``) instead of a fused SDPA kernel.
+``attn @ v`` are sites (``matmul_qk``, ``matmul_av``) instead of a fused SDPA kernel. While
+those products are exact float (their quantizers off, not observing, no hooks on them, no
+attention dropout in training), the attention modules use torch's fused
+``scaled_dot_product_attention`` instead: same values to float rounding, so a prepared model with
+everything off costs what the float model costs (sensitivity profiling runs such models for
+every (layer, bits) pair). Likewise a disabled quantizer is skipped without a module call.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
 from .config import QuantConfig
 from .quantizers import ActQuantizer, WeightQuantizer
@@ -49,6 +55,24 @@ class QuantSite(Protocol):
     def a_bits(self) -> int | None: ...
 
     def set_bits(self, w_bits: int | None, a_bits: int | None) -> None: ...
+
+
+def _hooked(m: nn.Module) -> bool:
+    """Whether forward/backward hooks (module-local or global) watch `m`: then it must be called."""
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                or _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
+
+
+def _act_off(q: ActQuantizer) -> bool:
+    """True when calling `q` would return its input untouched and unobserved (bits None, observer
+    inactive, no hooks), so the caller may skip the module call."""
+    return q.bits is None and not q.observer.active and not _hooked(q)
+
+
+def _weight_off(q: WeightQuantizer) -> bool:
+    """True when calling `q` would return the weight untouched (bits None, no hooks)."""
+    return q.bits is None and not _hooked(q)
 
 
 def _site_seed(config: QuantConfig, name: str, slot: int) -> int:
@@ -113,7 +137,11 @@ class _WeightedSite(nn.Module):
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass uses it (fake-quantized when ``w_bits`` is set)."""
-        return self.weight_quant(self.weight)
+        return self.weight if _weight_off(self.weight_quant) else self.weight_quant(self.weight)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input activation as the layer uses it (fake-quantized when ``a_bits`` is set)."""
+        return x if _act_off(self.act_quant) else self.act_quant(x)
 
 
 class QuantLinear(_WeightedSite):
@@ -134,7 +162,7 @@ class QuantLinear(_WeightedSite):
         self.post_ln = post_ln
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)
+        return F.linear(self._input(x), self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, post_ln={self.post_ln}"
@@ -157,7 +185,7 @@ class QuantConv2d(_WeightedSite):
         self.act_quant, self.weight_quant = act_quant, weight_quant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self.act_quant(x), self.weight_quant(self.weight), self.bias,
+        return F.conv2d(self._input(x), self.quantized_weight(), self.bias,
                         self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
@@ -192,8 +220,15 @@ class QuantMatMul(nn.Module):
         self.a_quant.set_bits(a_bits)
         self.b_quant.set_bits(a_bits)
 
+    def exact(self) -> bool:
+        """True when this product is plain float ``a @ b``: both quantizers off and unobserved,
+        no hooks on the product (an attention module may then compute it fused)."""
+        return _act_off(self.a_quant) and _act_off(self.b_quant) and not _hooked(self)
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.a_quant(a), self.b_quant(b))
+        a = a if _act_off(self.a_quant) else self.a_quant(a)
+        b = b if _act_off(self.b_quant) else self.b_quant(b)
+        return torch.matmul(a, b)
 
 
 def make_matmuls(config: QuantConfig, attn_name: str) -> tuple[QuantMatMul, QuantMatMul]:
@@ -215,6 +250,13 @@ def _additive_mask(attn: torch.Tensor, attn_mask: torch.Tensor | None, is_causal
     if attn_mask.dtype == torch.bool:
         return attn.masked_fill(~attn_mask, float("-inf"))
     return attn + attn_mask
+
+
+def _fusable(matmul_qk: QuantMatMul, matmul_av: QuantMatMul, attn_drop: nn.Module, training: bool) -> bool:
+    """Whether an attention module may use fused SDPA: both products (and so the softmax
+    quantizer, ``matmul_av.a_quant``) exact float, and no attention dropout to reproduce."""
+    dropping = training and getattr(attn_drop, "p", 0.0) > 0
+    return not dropping and matmul_qk.exact() and matmul_av.exact()
 
 
 class QuantAttention(nn.Module):
@@ -242,13 +284,21 @@ class QuantAttention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        attn = self.matmul_qk(q * self.scale, k.transpose(-2, -1))
-        attn = _additive_mask(attn, attn_mask, is_causal).softmax(dim=-1)
-        attn = self.attn_drop(attn)
-        x = self.matmul_av(attn, v)
+        if _fusable(self.matmul_qk, self.matmul_av, self.attn_drop, self.training):
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=None if is_causal else attn_mask,
+                                               is_causal=is_causal, scale=self.scale)
+        else:
+            x = self._explicit(q, k, v, attn_mask, is_causal)
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.norm(x)
         return self.proj_drop(self.proj(x))
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  attn_mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        """Attention through the (quantized) product sites; (B, heads, N, head_dim)."""
+        attn = self.matmul_qk(q * self.scale, k.transpose(-2, -1))
+        attn = _additive_mask(attn, attn_mask, is_causal).softmax(dim=-1)
+        return self.matmul_av(self.attn_drop(attn), v)
 
 
 class QuantWindowAttention(nn.Module):
@@ -279,6 +329,26 @@ class QuantWindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B_, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if _fusable(self.matmul_qk, self.matmul_av, self.attn_drop, self.training):
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=self._fused_mask(mask, B_, N), scale=self.scale)
+        else:
+            x = self._explicit(q, k, v, mask)
+        x = x.transpose(1, 2).reshape(B_, N, -1)
+        return self.proj_drop(self.proj(x))
+
+    def _fused_mask(self, mask: torch.Tensor | None, B_: int, N: int) -> torch.Tensor:
+        """Relative position bias plus the shifted-window mask as one additive SDPA mask."""
+        bias = self._get_rel_pos_bias()
+        if mask is None:
+            return bias
+        num_win = mask.shape[0]
+        mask = mask.view(1, num_win, 1, N, N).expand(B_ // num_win, -1, self.num_heads, -1, -1)
+        return bias + mask.reshape(-1, self.num_heads, N, N)
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention through the (quantized) product sites; (windows, heads, N, head_dim)."""
+        N = q.shape[-2]
         attn = self.matmul_qk(q * self.scale, k.transpose(-2, -1))
         attn = attn + self._get_rel_pos_bias()
         if mask is not None:
@@ -286,6 +356,4 @@ class QuantWindowAttention(nn.Module):
             attn = attn.view(-1, num_win, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, N, N)
         attn = self.attn_drop(attn.softmax(dim=-1))
-        x = self.matmul_av(attn, v)
-        x = x.transpose(1, 2).reshape(B_, N, -1)
-        return self.proj_drop(self.proj(x))
+        return self.matmul_av(attn, v)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiling import LRPUnsupportedError, lrp_conservation, lrp_importance
-from profiling.lrp import _identity_rule
+from profiling.lrp import _AttentionRule, _identity_rule, _Recorder
 
 from _profiling_fixtures import BUILDERS, images, labels, tiny_vit
 
@@ -109,17 +109,54 @@ def test_true_target_uses_labels_and_needs_them():
         lrp_importance(model, x, target="best")
 
 
-def test_matmul_relevance_split_by_half_rule():
-    """In a linear (softmax-free) path, q@k^T relevance splits equally to q and k."""
-    q = torch.randn(3, 4, requires_grad=True)
-    k = torch.randn(5, 4, requires_grad=True)
-    from profiling.lrp import _half
+def _halved(t: torch.Tensor) -> torch.Tensor:
+    """Same value, half the gradient (0.5 t + 0.5 t is exactly t)."""
+    return 0.5 * t + 0.5 * t.detach()
 
-    out = _half(q) @ _half(k).T
-    out.sum().backward()
-    rq, rk = float((q.detach() * q.grad).sum()), float((k.detach() * k.grad).sum())
-    assert rq == pytest.approx(rk, rel=1e-5)
-    assert rq + rk == pytest.approx(float(out.detach().sum()), rel=1e-5)
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_attention_rule_is_the_half_rule_through_softmax(seed, with_bias):
+    """The fused attention rule equals autograd through half(q) half(k)^T -> softmax ->
+    half(probs) half(v): same gradients, same recorded relevance and softmax absorption; and
+    q and k receive equal halves of the relevance of q @ k^T."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True) if with_bias else None
+    grad_out = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+
+    rec = _Recorder(batch=2, softmax=True)
+    out = _AttentionRule.apply(q, k, v, bias, rec, "a")
+    out.backward(grad_out)
+    got = [t.grad.clone() for t in (q, k, v) + ((bias,) if with_bias else ())]
+    for t in (q, k, v, bias):
+        if t is not None:
+            t.grad = None
+
+    scores = _halved(q) @ _halved(k).transpose(-2, -1)
+    scores.retain_grad()
+    logits = scores if bias is None else scores + bias
+    logits.retain_grad()
+    probs = logits.softmax(-1)
+    probs.retain_grad()
+    ref_out = _halved(probs) @ _halved(v)
+    ref_out.backward(grad_out)
+    torch.testing.assert_close(out, ref_out.detach())
+    want = [t.grad for t in (q, k, v) + ((bias,) if with_bias else ())]
+    for a_, b_ in zip(got, want):
+        torch.testing.assert_close(a_, b_, rtol=1e-12, atol=1e-12)
+
+    def per_sample(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(2, -1).sum(1)
+
+    torch.testing.assert_close(rec.abs_sum["a.matmul_av"], per_sample((ref_out * grad_out).abs()))
+    torch.testing.assert_close(rec.abs_sum["a.matmul_qk"], per_sample((scores * scores.grad).abs()))
+    absorbed = per_sample(probs * probs.grad) - per_sample(logits * logits.grad)
+    torch.testing.assert_close(rec.softmax_absorbed, absorbed.detach())
+    # Half rule: q and k each receive half of the signed relevance of q @ k^T.
+    r_q, r_k = float((q.detach() * q.grad).sum()), float((k.detach() * k.grad).sum())
+    assert r_q == pytest.approx(r_k, rel=1e-9)
+    assert r_q + r_k == pytest.approx(float((scores.detach() * scores.grad).sum()), rel=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
