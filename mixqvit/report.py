@@ -174,6 +174,7 @@ DEMO_COLUMNS = [
     Column("model", "model"), Column("method", "method"), Column("budget", "budget"),
     Column("avg_w_bits", "avg W bits", ".2f"), Column("avg_a_bits", "avg A bits", ".2f"),
     Column("size_mb", "size (MB)", ".4f"), Column("gbops", "GBOPs", ".3f"), Column("top1", "top-1 (%)", ".2f"),
+    Column("calib_kl", "calib KL", ".4f"), Column("plan_source", "plan"),
     Column("solver", "solver"), Column("solve_time_s", "solve (s)", ".3f"),
 ]
 

@@ -11,7 +11,7 @@ layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable
 from .costs import LayerCost, bops, layer_costs, size_bits
 from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
 from .lrp import DEFAULT_EPSILON, ConservationReport, LRPResult, lrp_conservation, lrp_importance
-from .metrics import METRICS
+from .metrics import METRICS, per_sample_damage
 from .profile import library_version, profile_model
 from .sensitivity import SensitivityResult, measure_sensitivity
 
@@ -28,7 +28,7 @@ __all__ = [
     "DEFAULT_EPSILON",
     "measure_sensitivity",
     "SensitivityResult",
-    "METRICS",
+    "METRICS", "per_sample_damage",
     "library_version",
     "ProfilingError",
     "LRPUnsupportedError",

@@ -81,6 +81,22 @@ def test_plan_switcher_matches_fresh_quantize(tiny, image_folder):
     assert not torch.equal(outputs[0], outputs[-1])  # the bits really changed
 
 
+def test_joint_damage_is_the_kl_of_the_whole_plan(tiny, image_folder):
+    calib = pipeline.load_calibration(tiny, image_folder, 12)
+    switcher = pipeline.PlanSwitcher(tiny.model, calib[0])
+    x = torch.randn(7, 3, 16, 16)
+    with torch.no_grad():
+        w2 = switcher.apply("W2A2")(x)
+        w8 = switcher.apply("W8A8")(x)
+    # against its own logits a plan does no damage; against another plan's, exactly the KL
+    own, other = pipeline.joint_damage(switcher, ["W2A2", "W2A2"], x, w2, batch_size=3)
+    assert own == pytest.approx(0.0, abs=1e-9)
+    expected = torch.nn.functional.kl_div(torch.log_softmax(w2.double(), 1), torch.log_softmax(w8.double(), 1),
+                                          log_target=True, reduction="batchmean").item()
+    (damage,) = pipeline.joint_damage(switcher, ["W2A2"], x, w8, batch_size=3)
+    assert damage == pytest.approx(expected, rel=1e-9) and damage > 0
+
+
 def test_plan_stats(tiny, image_folder):
     calib = pipeline.load_calibration(tiny, image_folder, 6)
     profile = pipeline.profile_model(tiny, calib, bits=(2, 4, 8), verbose=False, importance=False)
@@ -110,6 +126,10 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
         uni, mix = by[("uniform", b)], by[("mixed", b)]
         assert mix["size_mb"] <= uni["size_mb"] * (1 + 1e-9) and mix["gbops"] <= uni["gbops"] * (1 + 1e-9)
         assert mix["solver"] and mix["solve_time_s"] >= 0
+        # the kept plan is never jointly worse on the calibration images than the uniform one
+        assert mix["calib_kl"] <= uni["calib_kl"] and mix["plan_source"] in ("ILP optimum", "uniform (lower calib KL)")
+        if mix["plan_source"].startswith("uniform"):
+            assert (mix["size_mb"], mix["gbops"], mix["top1"]) == (uni["size_mb"], uni["gbops"], uni["top1"])
     assert all(0 <= r["top1"] <= 100 for r in table["rows"])
     assert (out / "demo.md").read_text().count("\n| ") == 6
     for png in ("bit_allocation", "importance_sensitivity", "accuracy_vs_size"):
