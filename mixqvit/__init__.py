@@ -30,7 +30,6 @@ _LAZY = {
     "save_checkpoint": "pipeline",
     "load_calibration": "pipeline",
     "load_test": "pipeline",
-    "load_train": "pipeline",
     "evaluate": "pipeline",
     "profile_model": "pipeline",
     "solve_budgets": "pipeline",

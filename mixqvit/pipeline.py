@@ -44,7 +44,6 @@ __all__ = [
     "save_checkpoint",
     "load_calibration",
     "load_test",
-    "load_train",
     "evaluate",
     "profile_model",
     "solve_budgets",
@@ -475,32 +474,6 @@ def load_test(loaded: LoadedModel, data: str | os.PathLike | None, limit: int | 
     return EvalData(None, None, dataset, description=f"ImageFolder {root}, {len(dataset)} images")
 
 
-def load_train(loaded: LoadedModel, data: str | os.PathLike | None, limit: int | None = None,
-               seed: int = 0, batch_size: int = 64):
-    """Training data for QAT: an ``(images, labels)`` tensor pair (Fashion-MNIST train split) or
-    a seeded, shuffled DataLoader over the ImageFolder; ``limit`` takes a class-balanced subset."""
-    if limit is not None and limit < 1:
-        raise DataLoadError(f"--train-limit must be at least 1, got {limit}")
-    kind, root = _data_root(data, loaded)
-    if kind == "fashion-mnist":
-        _check_fmnist_fits(loaded)
-        try:
-            images, labels = fmnist_data.load_fashion_mnist("train", root)
-        except (FileNotFoundError, ValueError) as exc:
-            raise DataLoadError(str(exc)) from None
-        if limit is not None and limit < len(labels):
-            idx = fmnist_data.calibration_indices(labels, limit, seed)
-            images, labels = images[idx], labels[idx]
-        return images, labels
-    dataset = _image_folder(root, loaded)
-    if limit is not None and limit < len(dataset):
-        idx = fmnist_data.calibration_indices(torch.tensor(dataset.targets), limit, seed)
-        dataset = torch.utils.data.Subset(dataset, idx.tolist())
-    return fmnist_data.make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
-
-
-# -- evaluation --------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate(model: nn.Module, data: EvalData, batch_size: int = 250, verbose: bool = True,
              desc: str = "eval") -> float:
     """Top-1 accuracy of ``model`` (put in eval mode) on ``data``, with a tqdm bar when verbose."""
