@@ -117,7 +117,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
                                            pinned={name: None for name in uniform.pinned})[0]
         _check_not_larger(mixed, uniform, label)
         kl_mixed, kl_uniform = pipeline.joint_damage(switcher, [mixed, uniform], calib[0], float_logits)
-        source = "ILP optimum"
+        source, solved_by = "ILP optimum", (mixed.solver, mixed.solve_time_s)
         if kl_uniform < kl_mixed:  # the additive model misjudged this budget: keep the better plan
             mixed, kl_mixed, source = uniform, kl_uniform, "uniform (lower calib KL)"
         calib_kl = {"uniform": kl_uniform, "mixed": kl_mixed}
@@ -130,8 +130,8 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
                 "model": name, "method": method, "budget": label if method == "uniform" else f"<= {label}",
                 **stats, "top1": acc, "calib_kl": calib_kl[method],
                 "plan_source": source if method == "mixed" else None,
-                "solver": plan.solver if method == "mixed" else None,
-                "solve_time_s": plan.solve_time_s if method == "mixed" else None,
+                "solver": solved_by[0] if method == "mixed" else None,
+                "solve_time_s": solved_by[1] if method == "mixed" else None,
             })
             points[method].append((stats["size_mb"], acc, label))
             _log(verbose, f"[{name}] {method:7s} {label}: top-1 {acc:.4f}, {stats['avg_w_bits']:.2f} avg W bits, "
