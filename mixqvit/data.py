@@ -240,7 +240,8 @@ def image_folder(
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"crop_pct must lie in (0, 1], got {crop_pct}")
     resize = (round(height / crop_pct), round(width / crop_pct))
-    steps = [transforms.Grayscale(1)] if channels == 1 else [transforms.Lambda(lambda im: im.convert("RGB"))]
+    # ImageFolder's loader already yields RGB images; one channel means grayscale.
+    steps = [transforms.Grayscale(1)] if channels == 1 else []
     steps += [
         transforms.Resize(resize if height != width else resize[0]),
         transforms.CenterCrop((height, width)),

@@ -85,7 +85,7 @@ class TrainConfig:
 RECIPES: dict[str, TrainConfig] = {
     "fmnist_vit": TrainConfig(epochs=18),
     "fmnist_deit": TrainConfig(epochs=18, distill="hard", teacher="fmnist_vit"),
-    "fmnist_swin": TrainConfig(epochs=10),
+    "fmnist_swin": TrainConfig(epochs=16),
 }
 
 
@@ -323,6 +323,9 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; package data must be readable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
