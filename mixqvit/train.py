@@ -23,11 +23,9 @@ runs with the same seed, thread count and library versions produce the same weig
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path, write_json
 from .data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from .models import ASSETS_DIR, MODEL_CONFIGS, build_model, count_parameters, load_shipped, shipped_paths
 
@@ -316,23 +315,6 @@ def fit(
     return history
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; package data must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _resolve_teacher(teacher: str | nn.Module | None, cfg: TrainConfig, out_dir: Path) -> tuple[nn.Module | None, dict]:
     """The teacher module and a description of it for the info json."""
     if cfg.distill is None:
@@ -463,8 +445,9 @@ def train_model(
     }
     weights_path, info_path = shipped_paths(name, out)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights_path, lambda p: save_file(state, p, metadata={"name": name, "seed": str(seed)}))
-    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"name": name, "seed": str(seed)})
+    write_json(info_path, info)
     if verbose:
         print(
             f"{name}: test accuracy {test_acc:.4f} (first 500: {first500:.4f}), "
