@@ -9,7 +9,6 @@ from torch import nn
 from allocator import Plan, solve
 from mixqvit import pipeline
 from mixqvit.demo import run_demo
-from mixqvit.models import shipped_paths
 from mixqvit_test_helpers import ARCH, TINY, write_image_folder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -141,7 +140,6 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
 
 
-@pytest.mark.skipif(not shipped_paths("fmnist_vit")[0].exists(), reason="shipped fmnist_vit not trained yet")
 def test_shipped_vit_reproduces_recorded_accuracy():
     loaded = pipeline.load_model("fmnist_vit")
     test = pipeline.load_test(loaded, None, limit=500)
@@ -149,7 +147,6 @@ def test_shipped_vit_reproduces_recorded_accuracy():
     assert acc == pytest.approx(loaded.info["test_accuracy_first500"], abs=1e-9)
 
 
-@pytest.mark.skipif(not shipped_paths("fmnist_vit")[0].exists(), reason="shipped fmnist_vit not trained yet")
 def test_shipped_vit_w8a8_through_the_cli_keeps_accuracy(capsys):
     """W8A8 on the shipped ViT, through the CLI, stays within 1 point of the recorded float accuracy."""
     from mixqvit.cli import main
