@@ -416,6 +416,15 @@ def _stack(dataset, indices: Sequence[int], what: str) -> tuple[torch.Tensor, to
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
+def _fmnist_split(loaded: LoadedModel, root: Path | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Fashion-MNIST split for ``loaded``, a missing or corrupt file as a DataLoadError."""
+    _check_fmnist_fits(loaded)
+    try:
+        return fmnist_data.load_fashion_mnist(split, root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataLoadError(str(exc)) from None
+
+
 def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int,
                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` class-balanced, seeded calibration images and labels, in memory.
@@ -428,11 +437,7 @@ def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int
         raise DataLoadError(f"--calib must be at least 1 image, got {n}")
     kind, root = _data_root(data, loaded)
     if kind == "fashion-mnist":
-        _check_fmnist_fits(loaded)
-        try:
-            images, labels = fmnist_data.load_fashion_mnist("train", root)
-        except (FileNotFoundError, ValueError) as exc:
-            raise DataLoadError(str(exc)) from None
+        images, labels = _fmnist_split(loaded, root, "train")
         if n > len(labels):
             raise DataLoadError(f"--calib {n} exceeds the {len(labels)} Fashion-MNIST training images")
         idx = fmnist_data.calibration_indices(labels, n, seed)
@@ -458,11 +463,7 @@ def load_test(loaded: LoadedModel, data: str | os.PathLike | None, limit: int | 
         raise DataLoadError(f"--test-limit must be at least 1, got {limit}")
     kind, root = _data_root(data, loaded)
     if kind == "fashion-mnist":
-        _check_fmnist_fits(loaded)
-        try:
-            images, labels = fmnist_data.load_fashion_mnist("test", root)
-        except (FileNotFoundError, ValueError) as exc:
-            raise DataLoadError(str(exc)) from None
+        images, labels = _fmnist_split(loaded, root, "test")
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         where = root or fmnist_data.DEFAULT_FASHION_MNIST_ROOT
