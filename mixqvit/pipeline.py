@@ -33,7 +33,7 @@ from torch import nn
 
 from . import data as fmnist_data
 from . import models as shipped_models
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, write_bytes, write_json
 from .errors import DataLoadError, InputFileError, ModelLoadError
 
 __all__ = [
@@ -311,7 +311,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str,
     ``arch`` is the timm name the model was built from, ``model_kwargs`` its constructor keywords.
     Both files are written atomically.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -320,8 +320,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str,
     config: dict[str, Any] = {"arch": arch, "model_kwargs": dict(model_kwargs or {})}
     if data_config:
         config["data_config"] = dict(data_config)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    write_bytes(path, safetensors_bytes(state))  # not save_file: it creates 0600 files
     write_json(path.with_suffix(".json"), config)
     return path
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import atomic_path, write_json
+from .atomic import write_bytes, write_json
 from .data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from .models import ASSETS_DIR, MODEL_CONFIGS, build_model, count_parameters, load_shipped, shipped_paths
 
@@ -407,7 +407,7 @@ def train_model(
     finally:
         torch.set_num_threads(old_threads)
     import timm
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     info: dict[str, Any] = {
         "name": name,
@@ -445,8 +445,8 @@ def train_model(
     }
     weights_path, info_path = shipped_paths(name, out)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(weights_path) as tmp:
-        save_file(state, str(tmp), metadata={"name": name, "seed": str(seed)})
+    # safetensors' own save_file creates 0600 files; package data must be readable by every user.
+    write_bytes(weights_path, safetensors_bytes(state, metadata={"name": name, "seed": str(seed)}))
     write_json(info_path, info)
     if verbose:
         print(

@@ -1,5 +1,7 @@
 """The shared pipeline steps (data, evaluation, plan switching) and the demo, on tiny models."""
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -107,6 +109,16 @@ def test_plan_stats(tiny, image_folder):
     assert stats["avg_a_bits"] == pytest.approx((macs * a).sum() / macs.sum())
     assert stats["size_mb"] == pytest.approx(Plan.uniform(profile, 4, 4).size_bytes / 1e6)
     assert pipeline.plan_stats(Plan.uniform(profile, 8, 8))["avg_a_bits"] == pytest.approx(8)
+
+
+def test_saved_checkpoint_is_readable_by_everyone_under_umask_022(tiny, tmp_path):
+    old = os.umask(0o022)
+    try:
+        ckpt = pipeline.save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+    finally:
+        os.umask(old)
+    for f in (ckpt, ckpt.with_suffix(".json")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
 
 
 def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_path, capsys):

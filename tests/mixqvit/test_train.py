@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -114,10 +116,16 @@ def test_cached_teacher_targets_match_running_the_teacher(tiny_data):
 
 
 def test_train_model_writes_loadable_files(tmp_path):
-    info = train_model(
-        "fmnist_vit", epochs=1, seed=0, out_dir=tmp_path, verbose=False,
-        overrides={"batch_size": 64}, train_limit=256, test_limit=500, max_steps=2,
-    )
+    old_umask = os.umask(0o022)
+    try:
+        info = train_model(
+            "fmnist_vit", epochs=1, seed=0, out_dir=tmp_path, verbose=False,
+            overrides={"batch_size": 64}, train_limit=256, test_limit=500, max_steps=2,
+        )
+    finally:
+        os.umask(old_umask)
+    for f in ("fmnist_vit.safetensors", "fmnist_vit.json"):  # shipped package data: readable by all
+        assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o644, f
     saved = json.loads((tmp_path / "fmnist_vit.json").read_text())
     assert saved["test_accuracy_first500"] == info["test_accuracy_first500"]
     assert saved["limits"] == {"train_limit": 256, "test_limit": 500, "max_steps": 2}
