@@ -4,8 +4,9 @@ and BOPs, PTQ only vs QAT, with and without distillation from the float model.
     python -m benchmarks.qat                 # full run (about 25-30 min on one free core)
     python -m benchmarks.qat --quick         # smoke run (a minute; numbers meaningless)
 
-Model: the shipped Fashion-MNIST ViT (``mixqvit.models.load_shipped("fmnist_vit")``), else the
-same architecture with random weights (stated in the output; accuracies are then meaningless).
+Model: a shipped Fashion-MNIST model (``--model``, default ``fmnist_vit``; also ``fmnist_deit``,
+``fmnist_swin``), else the same architecture with random weights (stated in the output;
+accuracies are then meaningless).
 
 Plans. *uniform W2A2*: every layer at 2-bit weights and activations, the patch embedding and
 the head at 8 bits (the convention; ``quant.QuantConfig.edge_bits``). *mixed*: the allocator's
@@ -20,7 +21,8 @@ training images), trains ``--steps`` AdamW steps of ``--batch-size`` images draw
 Fashion-MNIST training split (seeded), cosine learning-rate decay, LSQ/LSQ+ quantizers; with
 distillation the loss is ``(1-a)*CE + a*T^2*KL`` to the float model (``--kd-weight a``,
 ``--kd-temperature T``), without it the CE alone. Top-1 on the first ``--n-test`` test images.
-Torch runs on ``--threads`` threads (default 1). Writes benchmarks/results/qat.json.
+Torch runs on ``--threads`` threads (default 1). Writes benchmarks/results/qat.json for the ViT,
+qat_<model>.json for the others.
 """
 from __future__ import annotations
 
@@ -36,20 +38,20 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "qat.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BITS = (2, 3, 4, 6, 8)
 
 
-def load_model() -> tuple[torch.nn.Module, str]:
-    """The shipped trained fmnist_vit, else a seeded random-init one; returns (model, source)."""
+def load_model(name: str) -> tuple[torch.nn.Module, str]:
+    """The shipped trained model ``name``, else a seeded random-init one; returns (model, source)."""
     from mixqvit.models import build_model, load_shipped
 
     try:
-        model, info = load_shipped("fmnist_vit")
-        return model.eval(), f"trained (test acc {info.get('test_accuracy', float('nan')):.4f})"
+        model, info = load_shipped(name)
+        return model.eval(), f"{name} trained (test acc {info.get('test_accuracy', float('nan')):.4f})"
     except (FileNotFoundError, ValueError, OSError) as exc:
         torch.manual_seed(0)
-        return build_model("fmnist_vit").eval(), f"RANDOM weights ({type(exc).__name__}: shipped model unavailable)"
+        return build_model(name).eval(), f"{name} RANDOM weights ({type(exc).__name__}: shipped model unavailable)"
 
 
 def load_data(n_train: int | None, n_calib: int, n_test: int, seed: int):
@@ -116,7 +118,7 @@ def print_row(r: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from quant import qat, quantize
 
-    model, source = load_model()
+    model, source = load_model(args.model)
     train, calib, test_x, test_y = load_data(args.n_train, args.n_calib, args.n_test, args.seed)
     float_top1 = top1(model, test_x, test_y)
     rows = [{"plan": "float", "method": "-", "top1": float_top1, "float_top1": float_top1,
@@ -151,6 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few steps, small data (numbers meaningless)")
+    ap.add_argument("--model", default="fmnist_vit", choices=["fmnist_vit", "fmnist_deit", "fmnist_swin"],
+                    help="shipped model (default fmnist_vit)")
     ap.add_argument("--steps", type=int, default=250, help="QAT optimiser steps per run (default 250)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--n-train", type=int, default=None, help="class-balanced training subset (default: all 60000)")
@@ -162,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--verbose", action="store_true", help="QAT progress bars and per-epoch lines")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results JSON (default results/qat.json for fmnist_vit, results/qat_<model>.json otherwise)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_DIR / ("qat.json" if args.model == "fmnist_vit" else f"qat_{args.model}.json")
     if args.quick:
         args.steps, args.n_train, args.n_calib, args.n_test = min(args.steps, 3), args.n_train or 1000, 32, 200
     torch.set_num_threads(args.threads)
