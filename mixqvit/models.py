@@ -8,7 +8,7 @@ understands them) sized for 28x28 grayscale Fashion-MNIST and for training on a 
   ~2 CPU-minutes: 84.4% test accuracy for patch 7 vs 72.9% for patch 4 at width 96), so within a
   30-minute budget it ends more accurate.
 - ``fmnist_deit``: ``VisionTransformerDistilled``, the same backbone plus a distillation token and
-  a second head ``head_dist``; trained with DeiT hard distillation from ``fmnist_vit``
+  a second head ``head_dist``; trained with DeiT hard distillation from ``fmnist_swin``
   (see ``mixqvit.train``). In eval mode its output is the mean of both heads' logits.
 - ``fmnist_swin``: ``SwinTransformer``, patch 4 -> 7x7 tokens, padded by timm to 8x8 and split
   into 2x2 windows of 4x4 (shifted by 2 in every second block, with Swin's attention mask), then

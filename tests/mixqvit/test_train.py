@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 import os
 import stat
@@ -138,12 +139,29 @@ def test_train_model_writes_loadable_files(tmp_path):
         train_model("fmnist_vit", teacher="fmnist_vit", out_dir=tmp_path, verbose=False, max_steps=1)
 
 
+def test_a_teacher_override_is_what_the_info_records(tmp_path):
+    info = train_model("fmnist_deit", teacher="fmnist_vit", epochs=1, out_dir=tmp_path, verbose=False,
+                       train_limit=128, test_limit=100, max_steps=1)
+    assert RECIPES["fmnist_deit"].teacher != "fmnist_vit"
+    assert info["train"]["teacher"] == info["teacher"]["name"] == "fmnist_vit"
+
+
 def test_recipes_and_arguments():
     assert set(RECIPES) == {"fmnist_vit", "fmnist_deit", "fmnist_swin"}
-    assert RECIPES["fmnist_deit"].distill == "hard" and RECIPES["fmnist_deit"].teacher == "fmnist_vit"
+    assert RECIPES["fmnist_deit"].distill == "hard" and RECIPES["fmnist_deit"].teacher == "fmnist_swin"
     args = add_train_arguments(argparse.ArgumentParser()).parse_args(["fmnist_swin", "--epochs", "3", "--threads", "2"])
     assert (args.model, args.epochs, args.threads, args.data, args.seed) == ("fmnist_swin", 3, 2, None, 0)
     with pytest.raises(ValueError, match="distill must be"):
         TrainConfig(distill="medium")
     with pytest.raises(ValueError, match="unknown model"):
         train_model("resnet", verbose=False)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_shipped_checkpoints_were_trained_with_their_recipe(name):
+    """`python -m mixqvit.train NAME` with defaults retrains exactly what is shipped."""
+    _, info = load_shipped(name)
+    recipe = RECIPES[name]
+    assert info["epochs"] == recipe.epochs and info["seed"] == 0 and info["threads"] == 1
+    assert info["train"] == {**asdict(recipe), "epochs": recipe.epochs}
+    assert (info["teacher"] or {}).get("name") == recipe.teacher
