@@ -67,6 +67,30 @@ def test_profile_solve_quantize_eval(image_folder, tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_shipped_vit_profile_solve_quantize_eval_on_fashion_mnist(tmp_path, capsys):
+    """The whole CLI chain on the shipped ViT and real test images: the float accuracy it prints
+    is the one recorded when the checkpoint was trained (same first 500 images)."""
+    prof_path, plan_path = tmp_path / "profile.json", tmp_path / "plan.json"
+    assert main(["profile", "--model", "fmnist_vit", "--calib", "32", "--bits", "2,4,8",
+                 "--out", str(prof_path), "--quiet"]) == 0
+    profile = Profile.load(prof_path)
+    assert len(profile.layers) == 38 and profile.bits == (2, 4, 8)
+    capsys.readouterr()
+    assert main(["solve", str(prof_path), "--budget", "4", "--out", str(plan_path)]) == 0
+    plan = Plan.load(plan_path)
+    assert plan.layers == profile.names and plan.avg_w_bits <= 4 + 1e-9
+    assert plan.bops <= sum(l.macs * 16 for l in profile.layers) * (1 + 1e-9)
+    capsys.readouterr()
+    assert main(["quantize", "--model", "fmnist_vit", "--plan", str(plan_path), "--calib", "32", "--eval",
+                 "--float", "--test-limit", "500", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"top-1 on Fashion-MNIST test, 500 images .*: quantized ([0-9.]+), float ([0-9.]+)", out)
+    assert match, out
+    recorded = pipeline.load_model("fmnist_vit").info["test_accuracy_first500"]
+    assert float(match.group(2)) == pytest.approx(recorded, abs=1e-4)
+    assert abs(float(match.group(1)) - recorded) <= 0.03  # a 4-bit budget on 32 calibration images
+
+
 def test_checkpoint_paths_load_the_same_model(image_folder, tmp_path, capsys):
     loaded = pipeline.load_model(ARCH, model_kwargs=TINY)
     ckpt = pipeline.save_checkpoint(loaded.model, tmp_path / "tiny.safetensors", ARCH, TINY)
