@@ -2,14 +2,17 @@
 
     python -m benchmarks.ptq [--models fmnist_vit fmnist_deit fmnist_swin] [--bits 8 6 4 3]
                              [--modes clipped channel tensor] [--n-calib 256] [--n-test 2000]
-                             [--device cpu|cuda] [--tag NAME | --out PATH] [--data DIR]
+                             [--calib-seeds 0 1 2] [--device cpu|cuda] [--tag NAME | --out PATH]
+                             [--data DIR]
 
 Uses the trained Fashion-MNIST models shipped with mixqvit when they load
 (``mixqvit.models.load_shipped``); otherwise the same architectures with random weights
 (stated in the output, and accuracy is then meaningless: read the agreement with the float
 model's top-1 and the logit error instead). Uniform plans are strings ("W4A4"): the patch
 embedding and the heads stay at 8 bits (``QuantConfig.edge_bits``). Calibration images are a
-class-balanced subset of the *train* split; accuracy is on the first ``--n-test`` test images.
+class-balanced subset of the *train* split, one per ``--calib-seeds`` entry (several seeds show
+how much of a difference between modes is the draw of calibration images); accuracy is on the
+first ``--n-test`` test images.
 Calibration time covers ``quantize`` (copy, one calibration pass, LayerNorm folding) plus the
 weight range search of the first forward. Torch runs on one CPU thread.
 
@@ -54,13 +57,14 @@ def load_model(name: str) -> tuple[torch.nn.Module, str]:
         return build_model(name).eval(), f"RANDOM weights ({type(exc).__name__}: shipped model unavailable)"
 
 
-def load_data(n_calib: int, n_test: int, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+def load_data(n_calib: int, n_test: int, root: Path | None = None,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """Calibration images, test images and labels: Fashion-MNIST (from ``root``, else the default
     location), else random tensors."""
     try:
         from mixqvit.data import calibration_subset, load_fashion_mnist
 
-        calib, _ = calibration_subset(n_calib, seed=0, root=root)
+        calib, _ = calibration_subset(n_calib, seed=seed, root=root)
         test_x, test_y = load_fashion_mnist("test", root)
         return calib, test_x[:n_test], test_y[:n_test], "Fashion-MNIST"
     except (FileNotFoundError, ImportError, OSError) as exc:
@@ -120,36 +124,43 @@ def evaluate(out: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor) -> dict
 
 
 def run(models: list[str], bits: list[int], modes: list[str], n_calib: int, n_test: int,
-        device: torch.device | None = None, root: Path | None = None) -> dict:
+        device: torch.device | None = None, root: Path | None = None, calib_seeds: list[int] = (0,)) -> dict:
     device = device if device is not None else torch.device("cpu")
-    calib, test_x, test_y, data_src = load_data(n_calib, n_test, root)
+    calibs = {}
+    for seed in calib_seeds:
+        calibs[seed], test_x, test_y, data_src = load_data(n_calib, n_test, root, seed)
     rows = []
     sources = {}
     for name in models:
         model, sources[name] = load_model(name)
         model = model.to(device)
         ref = logits(model, test_x)
-        rows.append({"model": name, "plan": "float", "post_ln": "-", "calib_s": 0.0, **evaluate(ref, ref, test_y)})
+        rows.append({"model": name, "plan": "float", "post_ln": "-", "calib_seed": None, "calib_s": 0.0,
+                     **evaluate(ref, ref, test_y)})
         print_row(rows[-1])
         for b in bits:
             for mode in modes:
-                sync(device)
-                t = time.perf_counter()
-                qmodel = quantize(model, f"W{b}A{b}", calib, QuantConfig(post_ln=mode))
-                logits(qmodel, test_x[:1])
-                sync(device)
-                calib_s = time.perf_counter() - t
-                rows.append({"model": name, "plan": f"W{b}A{b}", "post_ln": mode, "calib_s": calib_s,
-                             **evaluate(logits(qmodel, test_x), ref, test_y)})
-                print_row(rows[-1])
-    return {"data": data_src, "models": sources, "n_calib": n_calib, "n_test": n_test, "rows": rows}
+                for seed, calib in calibs.items():
+                    sync(device)
+                    t = time.perf_counter()
+                    qmodel = quantize(model, f"W{b}A{b}", calib, QuantConfig(post_ln=mode))
+                    logits(qmodel, test_x[:1])
+                    sync(device)
+                    calib_s = time.perf_counter() - t
+                    rows.append({"model": name, "plan": f"W{b}A{b}", "post_ln": mode, "calib_seed": seed,
+                                 "calib_s": calib_s, **evaluate(logits(qmodel, test_x), ref, test_y)})
+                    print_row(rows[-1])
+    return {"data": data_src, "models": sources, "n_calib": n_calib, "n_test": n_test,
+            "calib_seeds": list(calibs), "rows": rows}
 
 
-HEADER = f"{'model':<12} {'plan':<6} {'post_ln':<8} {'top1':>7} {'agree':>7} {'logit err':>9} {'calib s':>8}"
+HEADER = (f"{'model':<12} {'plan':<6} {'post_ln':<8} {'seed':>4} {'top1':>7} {'agree':>7} {'logit err':>9} "
+          f"{'calib s':>8}")
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['model']:<12} {r['plan']:<6} {r['post_ln']:<8} {r['top1']:>7.4f} {r['agree_float']:>7.4f} "
+    seed = "-" if r["calib_seed"] is None else r["calib_seed"]
+    print(f"{r['model']:<12} {r['plan']:<6} {r['post_ln']:<8} {seed:>4} {r['top1']:>7.4f} {r['agree_float']:>7.4f} "
           f"{r['logit_rel_err']:>9.4f} {r['calib_s']:>8.2f}", flush=True)
 
 
@@ -160,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=["clipped", "channel", "tensor"])
     ap.add_argument("--n-calib", type=int, default=256)
     ap.add_argument("--n-test", type=int, default=2000)
+    ap.add_argument("--calib-seeds", nargs="+", type=int, default=[0],
+                    help="seeds of the class-balanced calibration subsets (default 0)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
     ap.add_argument("--tag", default=None,
                     help="results file suffix: results/ptq_<tag>.json (default: none on cpu, the device type otherwise)")
@@ -171,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({device_name(device)})")
     print(HEADER)
     t0 = time.perf_counter()
-    result = run(args.models, args.bits, args.modes, args.n_calib, args.n_test, device, args.data)
+    result = run(args.models, args.bits, args.modes, args.n_calib, args.n_test, device, args.data, args.calib_seeds)
     cmd = argv if argv is not None else sys.argv[1:]
     result.update(command="python -m benchmarks.ptq " + " ".join(cmd), threads=torch.get_num_threads(),
                   torch=torch.__version__, machine=platform.machine(), device=str(device),
                   device_name=device_name(device), total_s=time.perf_counter() - t0)
     print(f"\ndevice: {result['device']} ({result['device_name']})")
-    print(f"data: {result['data']}; calibration images: {args.n_calib}; test images: {args.n_test}")
+    print(f"data: {result['data']}; calibration images: {args.n_calib} (seeds {args.calib_seeds}); "
+          f"test images: {args.n_test}")
     for name, src in result["models"].items():
         print(f"{name}: {src}")
     print("first (patch embedding) and last (head) layers at 8 bits; float rows show the float model")
