@@ -17,7 +17,7 @@ from solvers import available_solvers
 from .budget import Budget
 from .objective import DEFAULT_ALPHA, Objective
 from .profile import Profile
-from .solve import _run, check_solver_name, pose
+from .solve import check_solver_name, pose, solve_posed
 
 __all__ = ["compare_solvers", "format_rows"]
 
@@ -55,7 +55,7 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
                 if pose_error is not None:
                     row["error"] = pose_error
                 else:
-                    plan = _run(posed, name, time_limit)
+                    plan = solve_posed(posed, name, time_limit)
                     t = plan.totals
                     row.update(objective=plan.objective, bound=plan.bound, status=plan.status,
                                time_s=plan.solve_time_s, avg_w_bits=t["avg_w_bits"], bops=t["bops"])

@@ -34,7 +34,7 @@ from .objective import DEFAULT_ALPHA, Objective
 from .options import build_options
 from .plan import Plan
 from .profile import Profile
-from .solve import Posed, _run, check_solver_name, decode, joint_infeasibility, pose, usage_range
+from .solve import Posed, check_solver_name, decode, joint_infeasibility, pose, solve_posed, usage_range
 
 __all__ = ["frontier", "sweepable_resources", "FRONTIER_SOLVER"]
 
@@ -96,7 +96,7 @@ def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, solv
         with warnings.catch_warnings():
             # a sweep commonly runs past the largest useful budget; do not warn once per point
             warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
-            return [_run(pose(profile, b, objective, alpha, tie_wa, pinned), solver, time_limit) for b in budgets]
+            return [solve_posed(pose(profile, b, objective, alpha, tie_wa, pinned), solver, time_limit) for b in budgets]
     if resource is None:
         raise ValueError(
             "frontier: give budgets (e.g. frontier(profile, [3, 4])) or a resource to sweep "

@@ -24,7 +24,7 @@ from .options import OptionGrid, build_options
 from .plan import Plan
 from .profile import Profile
 
-__all__ = ["solve", "pose", "Posed", "decode", "joint_infeasibility", "check_solver_name", "usage_range"]
+__all__ = ["solve", "solve_posed", "pose", "Posed", "decode", "joint_infeasibility", "check_solver_name", "usage_range"]
 
 # Relative slack when judging whether a plan meets a limit (MIP feasibility tolerances).
 _RTOL = 1e-9
@@ -168,7 +168,8 @@ def joint_infeasibility(posed: Posed, exc: InfeasibleError) -> BudgetInfeasibleE
     )
 
 
-def _run(posed: Posed, solver: str, time_limit: float | None) -> Plan:
+def solve_posed(posed: Posed, solver: str, time_limit: float | None) -> Plan:
+    """Run ``solver`` on a posed problem; a joint infeasibility is restated in the budget's terms."""
     try:
         with warnings.catch_warnings():
             # `pose` already warned about non-binding limits, in the user's units
@@ -209,4 +210,4 @@ def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver
     """
     check_solver_name(solver)
     posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
-    return _run(posed, solver, time_limit)
+    return solve_posed(posed, solver, time_limit)

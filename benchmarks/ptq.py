@@ -68,8 +68,9 @@ def load_data(n_calib: int, n_test: int, root: Path | None = None,
         test_x, test_y = load_fashion_mnist("test", root)
         return calib, test_x[:n_test], test_y[:n_test], "Fashion-MNIST"
     except (FileNotFoundError, ImportError, OSError) as exc:
-        g = torch.Generator().manual_seed(0)
-        calib = torch.randn(n_calib, 1, 28, 28, generator=g)
+        # the calibration draw follows `seed`; the test images are the same for every seed
+        calib = torch.randn(n_calib, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(2**31 - 1)
         test_x = torch.randn(n_test, 1, 28, 28, generator=g)
         return calib, test_x, torch.randint(0, 10, (n_test,), generator=g), f"RANDOM data ({type(exc).__name__})"
 

@@ -474,6 +474,8 @@ def load_test(loaded: LoadedModel, data: str | os.PathLike | None, limit: int | 
     return EvalData(None, None, dataset, description=f"ImageFolder {root}, {len(dataset)} images")
 
 
+# -- evaluation --------------------------------------------------------------------------------
+@torch.no_grad()
 def evaluate(model: nn.Module, data: EvalData, batch_size: int = 250, verbose: bool = True,
              desc: str = "eval") -> float:
     """Top-1 accuracy of ``model`` (put in eval mode) on ``data``, with a tqdm bar when verbose."""

@@ -70,6 +70,11 @@ def _act_off(q: ActQuantizer) -> bool:
     return q.bits is None and not q.observer.active and not _hooked(q)
 
 
+def _quantized_act(q: ActQuantizer, x: torch.Tensor) -> torch.Tensor:
+    """``q(x)``, or ``x`` itself without a module call when `q` is off (`_act_off`)."""
+    return x if _act_off(q) else q(x)
+
+
 def _weight_off(q: WeightQuantizer) -> bool:
     """True when calling `q` would return the weight untouched (bits None, no hooks)."""
     return q.bits is None and not _hooked(q)
@@ -141,7 +146,7 @@ class _WeightedSite(nn.Module):
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """The input activation as the layer uses it (fake-quantized when ``a_bits`` is set)."""
-        return x if _act_off(self.act_quant) else self.act_quant(x)
+        return _quantized_act(self.act_quant, x)
 
 
 class QuantLinear(_WeightedSite):
@@ -226,9 +231,7 @@ class QuantMatMul(nn.Module):
         return _act_off(self.a_quant) and _act_off(self.b_quant) and not _hooked(self)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a = a if _act_off(self.a_quant) else self.a_quant(a)
-        b = b if _act_off(self.b_quant) else self.b_quant(b)
-        return torch.matmul(a, b)
+        return torch.matmul(_quantized_act(self.a_quant, a), _quantized_act(self.b_quant, b))
 
 
 def make_matmuls(config: QuantConfig, attn_name: str) -> tuple[QuantMatMul, QuantMatMul]:

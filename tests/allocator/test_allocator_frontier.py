@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import Budget, BudgetError, BudgetInfeasibleError, LayerInfo, Profile, UnknownSolverError, frontier, solve
-from allocator.costs import option_costs
 from allocator.options import build_options
 from allocator.solve import usage_range
 from allocator_helpers import SETTINGS, profiles, quiet, reference_loss, reference_totals, tiny_profile

@@ -62,6 +62,16 @@ def test_evaluate_counts_top1(wrong_every, batch_size, expected):
     assert pipeline.evaluate(_Oracle(wrong_every), data, batch_size=batch_size, verbose=False) == pytest.approx(expected)
 
 
+def test_evaluate_builds_no_autograd_graph():
+    """Evaluation of a model with trainable weights must not record the graph (memory, time)."""
+    seen = []
+    model = nn.Linear(4, 3)
+    model.register_forward_hook(lambda mod, args, out: seen.append(torch.is_grad_enabled() or out.requires_grad))
+    data = pipeline.EvalData(torch.randn(10, 4), torch.arange(10) % 3)
+    pipeline.evaluate(model, data, batch_size=4, verbose=False)
+    assert seen == [False, False, False]
+
+
 def _plans(profile):
     mixed = solve(profile, budget={"size_mb": Plan.uniform(profile, 4, 4).size_bytes / 1e6}, solver="scipy")
     return [Plan.uniform(profile, 2, 2), mixed, "W4A8", Plan.uniform(profile, 8, 8)]
