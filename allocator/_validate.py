@@ -10,10 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MAX_BITS", "is_int", "check_bits_value", "as_float_array", "describe_bad_entries"]
-
-#: Largest bit-width accepted anywhere (32 = full-precision integer/float storage).
-MAX_BITS = 32
+__all__ = ["is_int", "check_bits_value", "as_float_array", "describe_bad_entries"]
 
 
 def is_int(value: Any) -> bool:
@@ -22,11 +19,12 @@ def is_int(value: Any) -> bool:
 
 
 def check_bits_value(value: Any, what: str, defects: list[str]) -> None:
-    """A bit-width must be an integer in [1, MAX_BITS]."""
-    if not is_int(value):
-        defects.append(f"{what} must be an integer bit-width, got {value!r} ({type(value).__name__})")
-    elif not 1 <= int(value) <= MAX_BITS:
-        defects.append(f"{what} must be between 1 and {MAX_BITS} bits, got {int(value)}")
+    """A bit-width must be an integer in the supported range (``allocator.bits``)."""
+    from .bits import bits_defect  # bits imports is_int from here
+
+    defect = bits_defect(value, what)
+    if defect:
+        defects.append(defect)
 
 
 def _is_number(value: Any) -> bool:

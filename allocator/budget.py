@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
+from .bits import parse_wa
 from .costs import custom_cost_rows, option_costs, uniform_bops
 from .errors import BudgetError
 from .options import OptionGrid
@@ -39,7 +39,6 @@ __all__ = ["Budget", "Limit", "BYTES_PER_MB"]
 
 BYTES_PER_MB = 1e6
 _BUILTIN = ("avg_bits", "size_mb", "bops")
-_WA = re.compile(r"^\s*w\s*(\d+(?:\.\d+)?)\s*(?:a\s*(\d+(?:\.\d+)?))?\s*$", re.IGNORECASE)
 
 
 def _num(x: float) -> str:
@@ -97,10 +96,10 @@ class Budget:
                 limits[key] = _positive(value, f"budget {key}")
         if bops_of is not None:
             if isinstance(bops_of, str):
-                m = _WA.match(bops_of)
-                if not m or m.group(2) is None:
+                wa = parse_wa(bops_of)
+                if wa is None or wa[1] is None:
                     raise BudgetError(f"bops_of must be (w_bits, a_bits) or a string like 'W4A8', got {bops_of!r}")
-                bops_of = (float(m.group(1)), float(m.group(2)))
+                bops_of = wa
             if not isinstance(bops_of, (tuple, list)) or len(bops_of) != 2:
                 raise BudgetError(f"bops_of must be a pair (w_bits, a_bits), got {bops_of!r}")
             bops_of = (_positive(bops_of[0], "bops_of w_bits"), _positive(bops_of[1], "bops_of a_bits"))
@@ -157,12 +156,10 @@ class Budget:
                 number = None
             if number is not None:  # "-3" must report that it is not positive, not that it is unreadable
                 return cls.parse(number)
-            m = _WA.match(text)
-            if m:
-                w = float(m.group(1))
-                if m.group(2) is None:
-                    return cls(avg_bits=w)
-                return cls(avg_bits=w, bops_of=(w, float(m.group(2))))
+            wa = parse_wa(text)
+            if wa is not None:
+                w, a = wa
+                return cls(avg_bits=w) if a is None else cls(avg_bits=w, bops_of=(w, a))
             if "=" in text:
                 return cls(**_parse_keywords(text))
         raise BudgetError(

@@ -10,6 +10,7 @@ layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable
 """
 from .costs import LayerCost, bops, layer_costs, size_bits
 from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
+from .joint import joint_damage
 from .lrp import DEFAULT_EPSILON, ConservationReport, LRPResult, lrp_conservation, lrp_importance
 from .metrics import METRICS, per_sample_damage
 from .profile import library_version, profile_model
@@ -27,6 +28,7 @@ __all__ = [
     "ConservationReport",
     "DEFAULT_EPSILON",
     "measure_sensitivity",
+    "joint_damage",
     "SensitivityResult",
     "METRICS", "per_sample_damage",
     "library_version",

@@ -5,6 +5,7 @@ sensitivity (`profiling.sensitivity`) -> `allocator.Profile`.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict
 from typing import Any, Sequence
@@ -64,18 +65,23 @@ def profile_model(
       quant config, LRP target, timings.
 
     `config` is a `quant.QuantConfig` (default one if None). `seed` seeds torch before each
-    stage, so repeated calls give identical profiles. `model` is not modified.
+    stage (in a forked RNG scope: the caller's random state is left as it was), so repeated
+    calls give identical profiles. `model` is not modified.
     """
     from allocator import LayerInfo, Profile
+    from allocator.bits import bits_defect
     from quant import QuantConfig, calibrate, find_quantizable_layers, prepare
 
-    if pin_first_last is not None and (not isinstance(pin_first_last, int) or not 1 <= pin_first_last <= 16):
-        raise ValueError(f"pin_first_last={pin_first_last!r}; expected None or an int bit-width in [1, 16]")
+    if pin_first_last is not None and bits_defect(pin_first_last, "pin_first_last"):
+        raise ValueError(f"{bits_defect(pin_first_last, 'pin_first_last')}, or None (no pin)")
     config = QuantConfig() if config is None else config
     calib = as_calib_set(calib_data)
     was_training = model.training
     model.eval()
     timings: dict[str, float] = {}
+    # `seed` seeds torch inside a forked RNG scope: the caller's global generators are restored.
+    rng_scope = contextlib.ExitStack()
+    rng_scope.enter_context(torch.random.fork_rng(devices=_cuda_indices(model)))
     try:
         sites = find_quantizable_layers(model)
         t = time.perf_counter()
@@ -112,6 +118,7 @@ def profile_model(
             a_table = None if sens.act is None else np.maximum(sens.act, 0.0)
     finally:
         model.train(was_training)
+        rng_scope.close()
 
     layers = [
         LayerInfo(
@@ -138,6 +145,11 @@ def profile_model(
         weight_sensitivity=w_table, act_sensitivity=a_table, metric=metric,
         baseline_bits=baseline_bits, metadata=metadata,
     )
+
+
+def _cuda_indices(model: nn.Module) -> list[int]:
+    """CUDA devices whose RNG state `fork_rng` must save and restore (those the model is on)."""
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _model_name(model: nn.Module) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from allocator.bits import BITS_RANGE_TEXT, bits_defect
 from tqdm.auto import tqdm
 
 from ._chain import Chain, find_chain
@@ -61,13 +62,15 @@ def _device(model: nn.Module) -> torch.device:
 
 def _check_bits(bits: Sequence[int], baseline_bits: int | None) -> tuple[int, ...]:
     out = tuple(bits)
-    if not out or any(not isinstance(b, (int, np.integer)) or isinstance(b, bool) or not 1 <= b <= 16
-                      for b in out):
-        raise ValueError(f"bits={bits!r}; expected a non-empty sequence of integers in [1, 16]")
+    if not out:
+        raise ValueError(f"bits={bits!r}; expected a non-empty sequence of integers in {BITS_RANGE_TEXT}")
+    defects = [d for d in (bits_defect(b, f"bits[{k}]") for k, b in enumerate(out)) if d]
+    if defects:
+        raise ValueError("; ".join(defects))
     if len(set(out)) != len(out):
         raise ValueError(f"bits={bits!r} contains duplicates")
-    if baseline_bits is not None and (not isinstance(baseline_bits, int) or not 1 <= baseline_bits <= 16):
-        raise ValueError(f"baseline_bits={baseline_bits!r}; expected None (float) or an int in [1, 16]")
+    if baseline_bits is not None and bits_defect(baseline_bits, "baseline_bits"):
+        raise ValueError(f"{bits_defect(baseline_bits, 'baseline_bits')}, or None (float)")
     return tuple(int(b) for b in out)
 
 

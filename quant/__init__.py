@@ -8,10 +8,11 @@ Public API::
 * :func:`prepare` / :func:`calibrate` / :func:`quant_sites` - build a fake-quant copy,
   gather bit-independent statistics once, then set any site's bits at will (profiling).
 * :func:`quantize` - one call: plan (``allocator.Plan`` or ``"W4A4"``) + data -> quantized model.
+* :class:`PlanSwitcher` - calibrate once, then switch the bits from plan to plan.
 * :func:`qat` - quantization-aware training of a plan from its PTQ model (LSQ/LSQ+ quantizers,
   distillation from the float model, resumable checkpoints).
 """
-from .api import parse_bits_string, quantize, resolve_plan
+from .api import quantize, resolve_plan
 from .config import QuantConfig
 from .data_utils import iter_batches, iter_images
 from .distill import qat_loss, teacher_logits
@@ -21,6 +22,7 @@ from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchErr
 from .lsq import LearnedQuantizers, make_quantizers_learnable
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
 from .qat import qat
+from .switch import PlanSwitcher
 from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
 
 __all__ = [
@@ -34,8 +36,8 @@ __all__ = [
     "quant_sites",
     "is_prepared",
     "quantize",
+    "PlanSwitcher",
     "resolve_plan",
-    "parse_bits_string",
     "iter_images",
     "iter_batches",
     "qat",

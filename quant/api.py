@@ -8,8 +8,9 @@ With a string, the first (patch embedding) and last (classifier head) layers get
 """
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from allocator.bits import parse_uniform
 
 from torch import nn
 
@@ -19,19 +20,7 @@ from .engine import calibrate, prepare, quant_sites
 from .errors import PlanMismatchError
 from .ranges import check_bits
 
-__all__ = ["quantize", "resolve_plan", "parse_bits_string"]
-
-_PATTERN = re.compile(r"^W(\d+)A(\d+)$", re.IGNORECASE)
-
-
-def parse_bits_string(spec: str) -> tuple[int | None, int | None]:
-    """``"W4A8"`` -> ``(4, 8)``; 32 means float (``None``)."""
-    m = _PATTERN.match(spec.strip())
-    if not m:
-        raise ValueError(f"plan string {spec!r} is not of the form 'W<bits>A<bits>' (e.g. 'W4A4', 'W8A8', 'W4A32')")
-    w, a = (None if int(g) == 32 else int(g) for g in m.groups())
-    return check_bits(w, f"weight bits in {spec!r}"), check_bits(a, f"activation bits in {spec!r}")
-
+__all__ = ["quantize", "resolve_plan"]
 
 def _plan_dicts(plan: Any) -> tuple[dict, dict]:
     if not (hasattr(plan, "w_bits") and hasattr(plan, "a_bits")):
@@ -58,7 +47,7 @@ def resolve_plan(plan: Any, sites: list[LayerSite], config: QuantConfig = QuantC
     """
     names = [s.name for s in sites]
     if isinstance(plan, str):
-        w, a = parse_bits_string(plan)
+        w, a = parse_uniform(plan)
         edge = config.edge_bits
         return {s.name: ((edge, edge) if edge is not None and s.role in ("first", "last") else (w, a)) for s in sites}
     w_bits, a_bits = _plan_dicts(plan)
@@ -88,14 +77,14 @@ def quantize(model: nn.Module, plan: Any, calib_data: Any, config: QuantConfig =
     """Post-training quantization: a new fake-quantized copy of ``model`` following ``plan``.
 
     ``model`` is not modified. Steps: :func:`prepare` (copy, on the model's device),
-    :func:`calibrate` on ``calib_data`` (one float pass; LayerNorm folding), then each site's
-    bits from the plan. Deterministic for a given ``config.seed``. Returned in eval mode.
+    :func:`calibrate` on ``calib_data`` (one float pass; LayerNorm folding; the passes that
+    ``config`` asks for) with each site at the plan's bits. Deterministic for a given ``config.seed``. Returned in eval mode.
     The plan is checked against the model before any work is done.
     """
     bits = resolve_plan(plan, find_quantizable_layers(model), config)
     qmodel = prepare(model, config)
-    calibrate(qmodel, calib_data, verbose=verbose)
     sites = quant_sites(qmodel)
-    for name, (w, a) in bits.items():
+    for name, (w, a) in bits.items():  # before calibrate: sequential calibration needs them
         sites[name].set_bits(w, a)
+    calibrate(qmodel, calib_data, verbose=verbose)
     return qmodel.eval()

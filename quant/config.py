@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS"]
+from allocator.bits import bits_defect
 
-RANGE_METHODS = ("minmax", "percentile", "mse")
+__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "PRESETS"]
+
+RANGE_METHODS = ("minmax", "percentile", "mse", "search")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 POST_LN_MODES = ("clipped", "channel", "tensor")
 SOFTMAX_QUANTIZERS = ("log2", "logsqrt2", "uniform")
 
@@ -37,9 +40,11 @@ class QuantConfig:
         ``"clipped"`` mode caps a channel's width. 100 means no clipping.
     weight_method, act_method:
         Range calibration: ``"minmax"``, ``"percentile"`` (``percentile`` and
-        ``100 - percentile``) or ``"mse"`` (grid search over ``mse_grid`` shrink factors of
-        the min-max range minimising squared quantization error). Weights use the tensor
-        itself (data-free); activations use the calibration statistics.
+        ``100 - percentile``), ``"mse"`` (grid search over ``mse_grid`` shrink factors of
+        the min-max range minimising squared quantization error) or ``"search"`` (RepQ-ViT:
+        the quantile range ``[q(1-p), q(p)]``, p in 99.9/99.99/99.999, with the smallest
+        squared error). Weights use the tensor itself (data-free); activations use the
+        calibration statistics.
     weight_per_channel:
         Per-output-channel weight scales (True) or one scale per tensor (False).
     weight_symmetric, act_symmetric:
@@ -55,6 +60,20 @@ class QuantConfig:
     calib_samples:
         Number of activation values each activation quantizer keeps (random subsample)
         for percentile/MSE calibration at any bit-width.
+    weight_rounding:
+        ``"nearest"`` rounds each weight to its nearest level; ``"gptq"`` (GPTQ) rounds the
+        input columns of each linear/conv weight one at a time and spreads each rounding
+        error over the not-yet-rounded columns through the inverse Hessian ``X^T X`` of the
+        layer's calibration inputs, on the same per-channel grid. Bit-independent: the
+        Hessians are gathered once, the rounding is computed (and cached) per bit-width.
+    gptq_damp:
+        GPTQ's dampening, as a fraction of the Hessian's mean diagonal.
+    sequential:
+        After the float calibration pass, one more pass with the plan's bits on in which
+        every activation quantizer re-calibrates on what it receives from the already
+        quantized layers before it (and GPTQ's Hessians are taken from those inputs). Needs
+        the bits at calibration time (``quantize`` sets them first); calibrating with every
+        site float skips it.
     edge_bits:
         With a string plan ("W4A4"), bits of the first layer (patch embedding) and last
         layers (classifier heads); ``None`` applies the string to them as well.
@@ -73,6 +92,9 @@ class QuantConfig:
     percentile: float = 99.99
     mse_grid: int = 40
     calib_samples: int = 16384
+    weight_rounding: Literal["nearest", "gptq"] = "nearest"
+    gptq_damp: float = 0.01
+    sequential: bool = False
     edge_bits: int | None = 8
     seed: int = 0
 
@@ -85,6 +107,9 @@ class QuantConfig:
         choice("weight_method", self.weight_method, RANGE_METHODS)
         choice("act_method", self.act_method, RANGE_METHODS)
         choice("softmax", self.softmax, SOFTMAX_QUANTIZERS)
+        choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        if not 0.0 <= self.gptq_damp <= 1.0:
+            raise ValueError(f"QuantConfig.gptq_damp={self.gptq_damp}; expected 0 <= damp <= 1")
         if not 0.0 < self.clip_percentile <= 100.0:
             raise ValueError(f"QuantConfig.clip_percentile={self.clip_percentile}; expected 0 < p <= 100")
         if not 50.0 < self.percentile <= 100.0:
@@ -93,8 +118,22 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.mse_grid={self.mse_grid}; expected >= 1")
         if self.calib_samples < 16:
             raise ValueError(f"QuantConfig.calib_samples={self.calib_samples}; expected >= 16")
-        if self.edge_bits is not None and not 2 <= self.edge_bits <= 16:
-            raise ValueError(f"QuantConfig.edge_bits={self.edge_bits}; expected None or 2..16")
+        if self.edge_bits is not None and bits_defect(self.edge_bits, "QuantConfig.edge_bits"):
+            raise ValueError(f"{bits_defect(self.edge_bits, 'QuantConfig.edge_bits')}, or None")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "QuantConfig":
+        """A named configuration (:data:`PRESETS`), with ``overrides`` of any field.
+
+        ``"repq"`` re-implements RepQ-ViT (Li et al., ICCV 2023) from its paper: percentile-
+        searched asymmetric ranges on whole activation tensors, per-channel post-LayerNorm
+        ranges folded into LayerNorm and the next linear (weights re-calibrated after the
+        fold), a log-sqrt2 softmax quantizer with a searched scale, and sequential
+        calibration. ``"default"`` is ``QuantConfig()``.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown QuantConfig preset {name!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable) of all fields."""
@@ -107,3 +146,12 @@ class QuantConfig:
         if unknown:
             raise ValueError(f"QuantConfig.from_dict: unknown fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**data)
+
+
+#: Named configurations for :meth:`QuantConfig.preset` (field -> value over the defaults).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "repq": dict(post_ln="channel", weight_method="search", act_method="search", weight_symmetric=False,
+                 act_symmetric=False, softmax="logsqrt2", calib_samples=2**22, sequential=True,
+                 weight_rounding="nearest"),
+}

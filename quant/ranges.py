@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from allocator.bits import BITS_RANGE_TEXT, MAX_BITS, MIN_BITS
+
 __all__ = [
     "QParams",
     "round_ste",
@@ -22,6 +24,7 @@ __all__ = [
     "check_bits",
     "log_quantize",
     "log_scale_search",
+    "SEARCH_PERCENTILES",
 ]
 
 #: Smallest scale ever used; guards zero-width ranges (constant channels, dead units).
@@ -29,13 +32,13 @@ MIN_SCALE = 1e-10
 
 
 def check_bits(bits: int | None, what: str = "bits") -> int | None:
-    """Validate a bit-width: ``None`` (float) or an int in 2..16."""
+    """Validate a bit-width: ``None`` (float) or an int in the supported range (``allocator.bits``)."""
     if bits is None:
         return None
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"{what} must be an int in 2..16 or None (float); got {bits!r}")
-    if not 2 <= bits <= 16:
-        raise ValueError(f"{what}={bits} is outside the supported 2..16 (use None for float)")
+        raise TypeError(f"{what} must be an int in {BITS_RANGE_TEXT} or None (float); got {bits!r}")
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{what}={bits} is outside the supported {BITS_RANGE_TEXT} (use None for float)")
     return bits
 
 
@@ -102,6 +105,27 @@ def _quantile_rows(rows: torch.Tensor, q: float) -> torch.Tensor:
     return rows.kthvalue(k, dim=1).values
 
 
+#: Candidate percentiles of the ``"search"`` method (RepQ-ViT's activation range search).
+SEARCH_PERCENTILES = (99.9, 99.99, 99.999)
+
+
+def _lowest_error(rows: torch.Tensor, candidates, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the candidate range ``(lo, hi)`` with the smallest squared quantization error
+    of the row's values (the first one on ties)."""
+    best_err = best_lo = best_hi = None
+    for lo, hi in candidates:
+        scale, zp, qmin, qmax = qparams_from_range(lo, hi, bits, symmetric)
+        err = (fake_quantize(rows, scale[:, None], zp[:, None], qmin, qmax) - rows).pow(2).sum(dim=1)
+        if best_err is None:
+            best_err, best_lo, best_hi = err, lo.clone(), hi.clone()
+            continue
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, lo, best_lo)
+        best_hi = torch.where(better, hi, best_hi)
+    return best_lo, best_hi
+
+
 def estimate_range(
     rows: torch.Tensor,
     method: str,
@@ -115,6 +139,8 @@ def estimate_range(
     ``"minmax"`` and ``"percentile"`` do not depend on ``bits``; ``"mse"`` tries
     ``grid`` shrink factors ``a`` in [0.1, 1] of the min-max range (``[a*lo, a*hi]``) and keeps,
     per row, the one with the smallest squared quantization error of the row's values.
+    ``"search"`` (RepQ-ViT) tries the ranges ``[q(1-p), q(p)]`` between the row's quantiles
+    for ``p`` in :data:`SEARCH_PERCENTILES` and keeps the one with the smallest squared error.
     """
     rows = rows.detach().float()
     if rows.dim() != 2 or rows.shape[1] == 0:
@@ -126,18 +152,11 @@ def estimate_range(
         return _quantile_rows(rows, 1.0 - p), _quantile_rows(rows, p)
     if method == "mse":
         lo0, hi0 = rows.amin(dim=1), rows.amax(dim=1)
-        best_err = torch.full_like(lo0, float("inf"))
-        best_lo, best_hi = lo0.clone(), hi0.clone()
-        for alpha in torch.linspace(1.0, 0.1, grid).tolist():
-            lo, hi = lo0 * alpha, hi0 * alpha
-            scale, zp, qmin, qmax = qparams_from_range(lo, hi, bits, symmetric)
-            err = (fake_quantize(rows, scale[:, None], zp[:, None], qmin, qmax) - rows).pow(2).sum(dim=1)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_lo = torch.where(better, lo, best_lo)
-            best_hi = torch.where(better, hi, best_hi)
-        return best_lo, best_hi
-    raise ValueError(f"unknown range method {method!r}; expected 'minmax', 'percentile' or 'mse'")
+        return _lowest_error(rows, ((lo0 * a, hi0 * a) for a in torch.linspace(1.0, 0.1, grid).tolist()), bits, symmetric)
+    if method == "search":
+        cands = [(_quantile_rows(rows, 1.0 - p / 100.0), _quantile_rows(rows, p / 100.0)) for p in SEARCH_PERCENTILES]
+        return _lowest_error(rows, cands, bits, symmetric)
+    raise ValueError(f"unknown range method {method!r}; expected 'minmax', 'percentile', 'mse' or 'search'")
 
 
 #: Largest exponent of a log quantizer level: 2^-64 is far below any meaningful probability,

@@ -305,7 +305,7 @@ def test_every_defect_reported_at_once(tmp_path, good):
 def test_layerinfo_validates_on_construction():
     with pytest.raises(ProfileError, match="unknown kind 'dense'"):
         LayerInfo("x", "dense", 10, 10)
-    with pytest.raises(ProfileError, match="fixed_bits must be between 1 and 32"):
+    with pytest.raises(ProfileError, match="fixed_bits must be between 2 and 16"):
         LayerInfo("x", "linear", 10, 10, fixed_bits=64)
 
 
