@@ -39,6 +39,7 @@ or of the label (``target="true"``).
 """
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -299,29 +300,50 @@ def _window_attention_forward(rec: _Recorder, name: str, mod: nn.Module, x: torc
     return mod.proj_drop(mod.proj(out))
 
 
+@functools.lru_cache(maxsize=1)
+def _timm_classes() -> dict[str, tuple[type, ...]]:
+    """The module classes LRP has a rule for, by role (imported lazily, as quant.discovery does).
+
+    Recognised with ``isinstance`` (subclasses included), never by class name: a class merely
+    *named* like a supported one is refused rather than explained with the wrong rule.
+    """
+    from timm.layers import (ClassifierHead, DropPath, LayerScale, LayerScale2d, Mlp, PatchEmbed,
+                             SelectAdaptivePool2d)
+    from timm.layers.activations import GELU as TimmGELU
+    from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
+    from timm.models.swin_transformer import (PatchMerging, SwinTransformer, SwinTransformerBlock,
+                                              SwinTransformerStage, WindowAttention)
+    from timm.models.vision_transformer import Attention, Block, VisionTransformer
+
+    return {
+        "vit_attention": (Attention,),
+        "window_attention": (WindowAttention,),
+        "gelu": (nn.GELU, TimmGELU),
+        # Leaves whose own computation is linear (or a no-op in eval mode): plain gradient x input
+        # is the right LRP rule for them.
+        "linear_leaf": (nn.Linear, nn.Conv2d, nn.Dropout, nn.Identity, DropPath, nn.Flatten, LayerScale,
+                        LayerScale2d, FastAdaptiveAvgPool, nn.AdaptiveAvgPool2d, nn.AvgPool2d),
+        # Containers whose forward only composes their children with residual additions, token
+        # selection, reshapes, window partitioning and pooling (all linear).
+        "container": (VisionTransformer, Block, Mlp, PatchEmbed, nn.Sequential, SwinTransformer,
+                      SwinTransformerStage, SwinTransformerBlock, PatchMerging, ClassifierHead,
+                      SelectAdaptivePool2d),
+    }
+
+
 def _attention_kind(mod: nn.Module) -> str | None:
-    """"vit" / "window" for supported timm attention classes, None for non-attention modules."""
-    cls = type(mod).__name__
-    if cls == "Attention" and hasattr(mod, "qkv") and hasattr(mod, "head_dim"):
-        if getattr(mod, "gate", None) is not None:
-            return "unsupported"
-        return "vit"
-    if cls == "WindowAttention" and hasattr(mod, "relative_position_bias_table"):
+    """"vit" / "window" for supported timm attention modules, "unsupported" for a gated ViT
+    attention, None for anything else."""
+    classes = _timm_classes()
+    if isinstance(mod, classes["vit_attention"]):
+        return "unsupported" if getattr(mod, "gate", None) is not None else "vit"
+    if isinstance(mod, classes["window_attention"]):
         return "window"
-    if "Attention" in cls or "Attn" in cls:
-        return "unsupported"
     return None
 
 
-# Leaf modules whose own computation is linear (or a no-op in eval mode), so plain gradient x
-# input is the right LRP rule for them.
-_LINEAR_LEAF_NAMES = {
-    "Linear", "Conv2d", "Dropout", "Identity", "DropPath", "Flatten", "LayerScale", "LayerScale2d",
-    "FastAdaptiveAvgPool", "AdaptiveAvgPool2d", "AvgPool2d", "Softmax",
-}
-
-
 def _check_supported(model: nn.Module) -> None:
+    classes = _timm_classes()
     bad: dict[str, str] = {}
     inside_attention: list[str] = []
     for name, mod in model.named_modules():
@@ -338,12 +360,11 @@ def _check_supported(model: nn.Module) -> None:
                 if m is not None and not isinstance(m, (nn.Identity, nn.LayerNorm)):
                     bad.setdefault(type(m).__name__, f"{name}.{sub}")
             continue
-        if any(True for _ in mod.children()):
+        if isinstance(mod, (nn.LayerNorm,) + classes["gelu"] + classes["linear_leaf"]):
             continue
-        cls = type(mod).__name__
-        if isinstance(mod, nn.LayerNorm) or cls in ("GELU",) or cls in _LINEAR_LEAF_NAMES:
+        if isinstance(mod, classes["container"]) and any(True for _ in mod.children()):
             continue
-        bad.setdefault(cls, name)
+        bad.setdefault(type(mod).__name__, name or "<model>")
     if bad:
         listing = ", ".join(f"{cls} (e.g. {where!r})" for cls, where in sorted(bad.items()))
         raise LRPUnsupportedError(
@@ -389,7 +410,7 @@ def lrp_mode(model: nn.Module, sites: Sequence[Site], rec: _Recorder,
                 patch(mod, lambda *a, _n=name, _m=mod, **kw: _window_attention_forward(rec, _n, _m, *a, **kw))
             elif isinstance(mod, nn.LayerNorm):
                 patch(mod, lambda x, _m=mod: _layer_norm_forward(_m, x))
-            elif type(mod).__name__ == "GELU":
+            elif isinstance(mod, _timm_classes()["gelu"]):
                 patch(mod, lambda x, _m=mod: _gelu_forward(_m, x))
             elif isinstance(mod, (nn.Linear, nn.Conv2d)):
                 handles.append(mod.register_forward_hook(linear_hook(name)))
@@ -572,7 +593,10 @@ def lrp_conservation(
 
     was_training = model.training
     model.eval()
-    for p in model.parameters():
+    # The parameter gradients of this pass are read and then dropped; the caller's own `.grad`
+    # (e.g. mid-way through a training step) is put back untouched.
+    saved_grads = [(p, p.grad) for p in model.parameters()]
+    for p, _ in saved_grads:
         p.grad = None
     try:
         for b in blocks:
@@ -588,8 +612,8 @@ def lrp_conservation(
     finally:
         for h in handles:
             h.remove()
-        for p in model.parameters():
-            p.grad = None
+        for p, grad in saved_grads:
+            p.grad = grad
         model.train(was_training)
     logit = float(chosen[0])
     inp = float(rel_in[0])

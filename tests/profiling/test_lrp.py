@@ -177,3 +177,37 @@ def test_unsupported_module_is_refused():
     with pytest.raises(LRPUnsupportedError, match="ReLU"):
         lrp_importance(model, images(2))
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_modules_are_recognised_by_class_not_by_name():
+    """A module merely *named* like a supported one gets no rule: it is refused, not mis-explained."""
+    class GELU(nn.Module):  # same class name as torch's, different function
+        def forward(self, x):
+            return torch.relu(x)
+
+    model = tiny_vit()
+    model.blocks[0].mlp.act = GELU()
+    with pytest.raises(LRPUnsupportedError, match="GELU"):
+        lrp_importance(model, images(2))
+
+    class Wrapper(nn.Module):  # an unknown container could do anything in its forward
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) ** 2
+
+    model = tiny_vit()
+    model.blocks[1].mlp.drop1 = Wrapper(nn.Identity())
+    with pytest.raises(LRPUnsupportedError, match="Wrapper"):
+        lrp_importance(model, images(2))
+
+
+def test_conservation_keeps_the_callers_gradients():
+    model = tiny_vit()
+    model(images(2)).sum().backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    lrp_conservation(model, images(1)[0])
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n].grad, g) for n, g in before.items())

@@ -72,3 +72,12 @@ def test_calibration_data_forms_and_errors():
         as_calib_set(torch.zeros(3, 32, 32))
     with pytest.raises(CalibrationDataError, match="share one shape"):
         as_calib_set([x, torch.zeros(1, 1, 16, 16)])
+
+
+def test_profile_leaves_the_callers_rng_alone():
+    model = tiny_vit()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    profile_model(model, images(2), bits=(8,), weight=False, verbose=False)
+    assert torch.equal(torch.rand(3), expected), "profile_model reseeded the global generator"
