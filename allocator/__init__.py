@@ -10,6 +10,8 @@ The pieces: `Profile`/`LayerInfo` (what was measured), `Budget` (limits), the ob
 (`allocator.objective`), the option grid (`allocator.options`), `solve`/`frontier`/
 `compare_solvers` and the resulting `Plan`.
 """
+from solvers import NonBindingLimitWarning, SolverTimeoutError
+
 from .budget import Budget
 from .compare import compare_solvers
 from .errors import (
@@ -45,4 +47,6 @@ __all__ = [
     "ObjectiveError",
     "UnknownSolverError",
     "BudgetInfeasibleError",
+    "NonBindingLimitWarning",
+    "SolverTimeoutError",
 ]

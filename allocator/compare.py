@@ -12,7 +12,7 @@ import math
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
-from solvers import available_solvers
+from solvers import NonBindingLimitWarning, available_solvers
 
 from .budget import Budget
 from .objective import DEFAULT_ALPHA, Objective
@@ -44,7 +44,7 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
             budget = Budget.parse(spec)
             label = str(budget)
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+                warnings.simplefilter("ignore", NonBindingLimitWarning)
                 posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
         except Exception as exc:  # noqa: BLE001 - reported in the row by design
             pose_error = f"{type(exc).__name__}: {exc}"

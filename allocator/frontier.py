@@ -18,14 +18,13 @@ bops_of=W4A4"``), so ``solve(profile, plan.budget)`` reproduces the step's optim
 from __future__ import annotations
 
 import numbers
-import re
 import warnings
 from dataclasses import replace
 from typing import Iterable, Mapping
 
 import numpy as np
 
-from solvers import InfeasibleError, Solution
+from solvers import InfeasibleError, NonBindingLimitWarning, Solution
 from solvers.frontier import exact_frontier
 
 from .budget import Budget
@@ -95,7 +94,7 @@ def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, solv
             )
         with warnings.catch_warnings():
             # a sweep commonly runs past the largest useful budget; do not warn once per point
-            warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+            warnings.simplefilter("ignore", NonBindingLimitWarning)
             return [solve_posed(pose(profile, b, objective, alpha, tie_wa, pinned), solver, time_limit) for b in budgets]
     if resource is None:
         raise ValueError(
@@ -156,10 +155,13 @@ def _pose_sweep(profile: Profile, resource: str, held: Budget | None, objective:
     _, hi = usage_range(costs[resource], grid.allowed, grid.tied)
     loosest = max(lim.user(hi), 1.0)
     budget = _with_limit(held, resource, loosest)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=rf"budget .*: {re.escape(resource)} \(.*does not bind",
-                                category=UserWarning)
-        return pose(profile, budget, objective, alpha, tie_wa, pinned)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NonBindingLimitWarning)
+        posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
+    for w in caught:  # pass on every warning but the swept limit's own "does not bind"
+        if not (issubclass(w.category, NonBindingLimitWarning) and w.message.limit == resource):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return posed
 
 
 def _with_limit(held: Budget | None, resource: str, value: float) -> Budget:

@@ -4,8 +4,8 @@ The mapping is deterministic and documented in `allocator.options` (what the opt
 `allocator.objective` (the loss of each option) and `allocator.budget` (the limits). Before the
 solver runs, every limit is checked against the smallest and largest total any plan can reach:
 a limit below the smallest raises `BudgetInfeasibleError` naming it and the smallest feasible
-value in the user's units; a limit at or above the largest gives a `UserWarning` (it does not
-bind).
+value in the user's units; a limit that cannot bind gives a `NonBindingLimitWarning` (see
+`_check_limits`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from solvers import InfeasibleError, Problem, Solution, available_solvers, solve_problem
+from solvers import InfeasibleError, NonBindingLimitWarning, Problem, Solution, available_solvers, solve_problem
 
 from .budget import Budget, Limit
 from .errors import BudgetInfeasibleError, ObjectiveError, UnknownSolverError
@@ -102,8 +102,14 @@ def pose(profile: Profile, budget: Budget | float | str | Mapping = 3.0, objecti
 
 def _check_limits(limits: list[Limit], costs: dict[str, np.ndarray], grid: OptionGrid, budget: Budget,
                   loss: np.ndarray) -> None:
+    """Raise for limits below any plan's total; warn for limits that cannot bind.
+
+    A limit warns when no plan exceeds it, or when the lowest-loss plan meets every limit (then
+    none binds). A limit the lowest-loss plan meets while another limit forces a change may still
+    bind, and may be part of a joint infeasibility, so it does not warn.
+    """
     below: dict[str, tuple[float, float]] = {}
-    texts = []
+    texts, never, free = [], [], {}
     for lim in limits:
         lo, hi = usage_range(costs[lim.key], grid.allowed, grid.tied)
         if lo > lim.value * (1 + _RTOL):
@@ -111,23 +117,21 @@ def _check_limits(limits: list[Limit], costs: dict[str, np.ndarray], grid: Optio
             texts.append(f"{lim.key} ({lim.description}) <= {lim.text(lim.value)} is below the smallest "
                          f"achievable {lim.text(lo)}")
         elif hi <= lim.value:
-            warnings.warn(
-                f"budget {budget}: {lim.key} ({lim.description}) <= {lim.text(lim.value)} does not bind; "
-                f"the largest possible is {lim.text(hi)}",
-                UserWarning, stacklevel=4,
-            )
-        elif (free := lowest_loss_usage(costs[lim.key], loss, grid.tied)) <= lim.value:
-            warnings.warn(
-                f"budget {budget}: {lim.key} ({lim.description}) <= {lim.text(lim.value)} does not bind; "
-                f"the lowest-loss plan already uses only {lim.text(free)}",
-                UserWarning, stacklevel=4,
-            )
+            never.append((lim.key, f"{lim.key} ({lim.description}) <= {lim.text(lim.value)} does not bind; "
+                         f"the largest possible is {lim.text(hi)}"))
+        else:
+            free[lim.key] = lowest_loss_usage(costs[lim.key], loss, grid.tied)
     if below:
         raise BudgetInfeasibleError(
             f"budget {budget} is infeasible: " + "; ".join(texts)
             + ". Pinned layers count at their fixed bits; raise the limit(s) to at least the value(s) named.",
             below,
         )
+    if all(free[lim.key] <= lim.value for lim in limits if lim.key in free):
+        never += [(lim.key, f"{lim.key} ({lim.description}) <= {lim.text(lim.value)} does not bind; the "
+                   f"lowest-loss plan already uses only {lim.text(free[lim.key])}") for lim in limits if lim.key in free]
+    for key, text in never:
+        warnings.warn(NonBindingLimitWarning(f"budget {budget}: {text}", key), stacklevel=4)
 
 
 def decode(posed: Posed, sol: Solution) -> Plan:
@@ -173,7 +177,7 @@ def solve_posed(posed: Posed, solver: str, time_limit: float | None) -> Plan:
     try:
         with warnings.catch_warnings():
             # `pose` already warned about non-binding limits, in the user's units
-            warnings.filterwarnings("ignore", message=r"limit on .* does not bind", category=UserWarning)
+            warnings.simplefilter("ignore", NonBindingLimitWarning)
             sol = solve_problem(posed.problem, solver=solver, time_limit=time_limit)
     except InfeasibleError as exc:
         if isinstance(exc, BudgetInfeasibleError):

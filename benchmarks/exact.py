@@ -34,7 +34,7 @@ from dataclasses import replace
 import numpy as np
 
 from benchmarks.solvers import hawq_cases, limpq_cases, synthetic_problem
-from solvers import Problem, solve_problem
+from solvers import NonBindingLimitWarning, Problem, solve_problem
 from solvers.frontier import exact_frontier
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "exact.json"
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and seeds")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
-    warnings.filterwarnings("ignore", message="limit on .* does not bind", category=UserWarning)
+    warnings.simplefilter("ignore", NonBindingLimitWarning)
     solve_problem(synthetic_problem(20, 36, 3, 0), solver="exact")  # warm-up: imports, HiGHS start
     rows = limpq(repeats) + hawq(repeats)
     rows += synthetic(50, range(3 if args.quick else 5), repeats, 0.020, compare=True)

@@ -12,16 +12,18 @@ infeasibility proofs, pruning) once for every backend (`solvers.prepare`); each 
 module under `solvers.backends` (interface documented there).
 """
 from .api import AUTO_SOLVER, available_solvers, solve_problem
-from .errors import GreedyFailedError, InfeasibleError, SolverError
+from .errors import GreedyFailedError, InfeasibleError, NonBindingLimitWarning, SolverError, SolverTimeoutError
 from .problem import Problem, Solution
 
 __all__ = [
     "AUTO_SOLVER",
     "GreedyFailedError",
     "InfeasibleError",
+    "NonBindingLimitWarning",
     "Problem",
     "Solution",
     "SolverError",
+    "SolverTimeoutError",
     "available_solvers",
     "solve_problem",
 ]

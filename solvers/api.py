@@ -8,11 +8,11 @@ against every limit, tie and forbidden option, and a bound is filled in.
 from __future__ import annotations
 
 import time
-
+import warnings
 
 from .backends import REGISTRY, is_available, is_exact, load_backend
 from .backends.milp import lp_relaxation_bound
-from .errors import InfeasibleError, SolverError
+from .errors import InfeasibleError, NonBindingLimitWarning, SolverError
 from .prepare import prepare
 from .problem import Problem, Solution
 from .validation import time_limit_iv
@@ -50,6 +50,9 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
         time_limit: seconds for the backend, or None. An exact backend stopped by it returns
             status "feasible" with its proven bound.
 
+    Warns:
+        NonBindingLimitWarning: a limit does not bind (see `solvers.prepare`), once a plan is found.
+
     Raises:
         InfeasibleError: no plan meets the limits (proven).
         GreedyFailedError: the greedy heuristic gave up with several limits (not a proof).
@@ -82,6 +85,8 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
         bound = result.bound if result.bound is not None else lp_relaxation_bound(prepared)
         bound = min(bound, objective)
     choice.setflags(write=False)
+    for limit, note in prepared.non_binding:  # only now: no warning precedes an infeasibility report
+        warnings.warn(NonBindingLimitWarning(note, limit), stacklevel=2)
     return Solution(
         choice=choice,
         objective=objective,

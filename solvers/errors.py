@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["InfeasibleError", "SolverError", "GreedyFailedError"]
+__all__ = ["InfeasibleError", "SolverError", "GreedyFailedError", "SolverTimeoutError", "NonBindingLimitWarning"]
 
 
 def _fmt(value: float) -> str:
@@ -64,6 +64,38 @@ class InfeasibleError(ValueError):
 
 class SolverError(RuntimeError):
     """A backend failed to produce a plan (not a statement about the problem's feasibility)."""
+
+
+class SolverTimeoutError(SolverError):
+    """The time limit passed before the backend found any plan.
+
+    Not an `InfeasibleError`: the problem may well be feasible (more time would tell). Every
+    backend raises this, and only this, when its time limit stops it empty-handed.
+
+    Attributes:
+        time_limit: the limit in seconds that was given.
+        bound: a proven lower bound on the optimum when the backend has one, else None.
+    """
+
+    def __init__(self, message: str, time_limit: float | None = None, bound: float | None = None):
+        super().__init__(message)
+        self.time_limit = time_limit
+        self.bound = bound
+
+
+class NonBindingLimitWarning(UserWarning):
+    """A limit that does not change the optimum (the user probably meant a tighter budget).
+
+    Raised by `solvers.solve_problem` and `allocator.solve`; filter it by class
+    (``warnings.simplefilter("ignore", NonBindingLimitWarning)``), not by its text.
+
+    Attributes:
+        limit: the name of the limit (a resource, or a budget key), or None.
+    """
+
+    def __init__(self, message: str, limit: str | None = None):
+        super().__init__(message)
+        self.limit = limit
 
 
 class GreedyFailedError(SolverError):

@@ -19,7 +19,6 @@ for `solve_problem`.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -75,9 +74,7 @@ def _prepared(problem: Problem, resource: str) -> PreparedProblem:
     allowed = np.isfinite(problem.loss)
     loosest = float(np.where(allowed, problem.costs[resource], 0.0).max(axis=1).sum())
     limits = {**problem.limits, resource: loosest}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the loosest limit never binds, by design
-        return prepare(replace(problem, limits=limits))
+    return prepare(replace(problem, limits=limits))  # its non-binding notes are not warned: by design
 
 
 def _pareto(prepared: PreparedProblem, r: int) -> np.ndarray:

@@ -6,8 +6,13 @@
    minima). A limit below it is infeasible whatever the other limits say: `InfeasibleError`
    names every such resource, its limit and that minimum. This is exact and cheap, so backends
    never see a problem that is infeasible for a single resource.
-3. A limit that even the lowest-loss plan satisfies does not bind; a `UserWarning` says so (the
-   user probably meant a tighter budget). An infinite limit is dropped after the warning.
+3. Limits that do not bind are noted (`PreparedProblem.non_binding`; `solve_problem` turns the
+   notes into `NonBindingLimitWarning`s once a plan is found, so no warning precedes an
+   infeasibility report): a limit at or above the largest total any plan reaches never binds,
+   and when the lowest-loss plan meets every limit, none of them binds. A limit of the first
+   kind is left out of "not all together" reports (it is no part of any conflict). A limit
+   that the lowest-loss plan meets while another limit forces a change may still bind, so it
+   is not noted. An infinite limit is dropped.
 4. Options are pruned when no optimal plan needs them: an option whose extra cost over its
    group's cheapest option exceeds the limit's slack (limit - sum of minima) is in no feasible
    plan, and an option that another option of its group matches or beats in loss and in every
@@ -17,7 +22,6 @@
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +43,9 @@ class PreparedProblem:
         resources: names of the limited resources.
         groups: original layer indices of each group (ascending; groups ordered by first layer).
         n_layers: number of layers of the original problem.
-        alone_minima: resource -> (limit, smallest total reachable for that resource alone).
+        alone_minima: resource -> (limit, smallest total reachable for that resource alone), for
+            the finite limits that some plan exceeds (the ones a joint infeasibility involves).
+        non_binding: (limit name, message) per limit that does not bind (see the module docstring).
     """
 
     loss: np.ndarray
@@ -49,6 +55,7 @@ class PreparedProblem:
     groups: tuple[np.ndarray, ...]
     n_layers: int
     alone_minima: dict[str, tuple[float, float]]
+    non_binding: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_groups(self) -> int:
@@ -96,18 +103,30 @@ def _masked_min(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return np.where(allowed, values, np.inf).min(axis=-1)
 
 
-def _warn_non_binding(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, names: list[str]) -> None:
-    best = loss.min(axis=1, keepdims=True)
-    lowest_loss = loss == best  # loss-minimal options of each group (+inf never equals a finite minimum)
-    for r, name in enumerate(names):
-        total = float(_masked_min(costs[r], lowest_loss).sum())
-        if total <= limits[r]:
-            warnings.warn(
-                f"limit on {name!r} does not bind: the lowest-loss option of every layer already "
-                f"totals {total:.10g} <= limit {limits[r]:.10g}; the limit changes nothing",
-                UserWarning,
-                stacklevel=4,
-            )
+def _non_binding(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, maxima: np.ndarray,
+                 names: list[str]) -> list[tuple[str, str]]:
+    """Messages for the limits that do not bind: each one no plan can exceed, and every one when
+    the lowest-loss plan meets them all (of a group's equally low options, the one using the
+    least of all limits together, relative to each limit)."""
+    never = maxima <= limits
+    notes = [
+        (name, f"limit on {name!r} does not bind: no plan exceeds it (the largest total is "
+        f"{maxima[r]:.10g} <= limit {limits[r]:.10g}); the limit changes nothing")
+        for r, name in enumerate(names) if never[r]
+    ]
+    if not names or never.all():
+        return notes
+    lowest_loss = loss == loss.min(axis=1, keepdims=True)  # +inf never equals a finite minimum
+    share = np.einsum("rgk,r->gk", costs[~never], 1.0 / np.maximum(limits[~never], np.finfo(float).tiny))
+    pick = np.where(lowest_loss, share, np.inf).argmin(axis=1)
+    totals = costs[:, np.arange(loss.shape[0]), pick].sum(axis=1)
+    if (totals[~never] > limits[~never]).any():
+        return notes
+    return notes + [
+        (name, f"limit on {name!r} does not bind: the lowest-loss option of every layer already totals "
+         f"{totals[r]:.10g} <= limit {limits[r]:.10g}; the limit changes nothing")
+        for r, name in enumerate(names) if not never[r]
+    ]
 
 
 def _dominated(loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
@@ -128,7 +147,7 @@ def _dominated(loss: np.ndarray, costs: np.ndarray) -> np.ndarray:
 
 
 def prepare(problem: Problem) -> PreparedProblem:
-    """Merge ties, raise `InfeasibleError` for unreachable limits, warn on non-binding ones, prune."""
+    """Merge ties, raise `InfeasibleError` for unreachable limits, note non-binding ones, prune."""
     groups = _groups(problem)
     names = list(problem.limits)
     limits = np.array([problem.limits[name] for name in names], dtype=np.float64)
@@ -151,11 +170,14 @@ def prepare(problem: Problem) -> PreparedProblem:
     }
     if violations:
         raise InfeasibleError.below_minimum(violations)
-    _warn_non_binding(loss, costs, limits, names)
+    maxima = np.where(allowed[None], costs, -np.inf).max(axis=-1).sum(axis=1) if names else np.zeros(0)
+    non_binding = _non_binding(loss, costs, limits, maxima, names)
 
     finite = np.isfinite(limits)
     names = [name for name, keep in zip(names, finite) if keep]
     limits, costs, group_minima, minima = limits[finite], costs[finite], group_minima[finite], minima[finite]
+    alone_minima = {name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names)
+                    if maxima[finite][r] > limits[r]}
 
     slack = limits - minima + FEASIBILITY_RTOL * np.abs(limits)
     too_costly = ((costs - group_minima[:, :, None]) > slack[:, None, None]).any(axis=0)
@@ -163,9 +185,7 @@ def prepare(problem: Problem) -> PreparedProblem:
     if not np.isfinite(loss).any(axis=1).all():
         # some group has no option that fits every limit even with all other groups at their
         # per-resource minima: a proof that the limits cannot hold together
-        raise InfeasibleError.not_together(
-            {name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names)}
-        )
+        raise InfeasibleError.not_together(alone_minima)
     loss = np.where(_dominated(loss, costs), np.inf, loss)
 
     loss.setflags(write=False)
@@ -177,5 +197,6 @@ def prepare(problem: Problem) -> PreparedProblem:
         resources=tuple(names),
         groups=groups,
         n_layers=problem.n_layers,
-        alone_minima={name: (float(limits[r]), float(minima[r])) for r, name in enumerate(names)},
+        alone_minima=alone_minima,
+        non_binding=tuple(non_binding),
     )

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from allocator import LayerInfo, Profile
+from allocator import LayerInfo, NonBindingLimitWarning, Profile
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 quick = settings(max_examples=30, **SETTINGS)
@@ -152,6 +152,6 @@ def brute_force(profile: Profile, avg_bits: float, alpha: float = 0.5):
 def quiet(fn, *args, **kwargs):
     """Call ``fn`` with the non-binding-limit and objective fall-back warnings silenced."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+        warnings.simplefilter("ignore", NonBindingLimitWarning)
         warnings.filterwarnings("ignore", message=r".*falling back to objective", category=UserWarning)
         return fn(*args, **kwargs)

@@ -16,6 +16,7 @@ class Reference:
     optimum: float | None          # None: no feasible choice
     choice: np.ndarray | None
     minima: dict[str, float]       # smallest total of each cost over tie-respecting allowed choices
+    maxima: dict[str, float]       # largest such total
 
 
 def enumerate_choices(n_layers: int, n_options: int, tied) -> np.ndarray:
@@ -37,10 +38,11 @@ def brute_force(loss, costs, limits, tied=()) -> Reference:
     allowed = np.isfinite(objective)
     totals = {name: np.asarray(table, dtype=np.float64)[rows, choices].sum(axis=1) for name, table in costs.items()}
     minima = {name: float(total[allowed].min()) for name, total in totals.items()}
+    maxima = {name: float(total[allowed].max()) for name, total in totals.items()}
     feasible = allowed.copy()
     for name, limit in limits.items():
         feasible &= totals[name] <= limit
     if not feasible.any():
-        return Reference(None, None, minima)
+        return Reference(None, None, minima, maxima)
     best = np.flatnonzero(feasible)[np.argmin(objective[feasible])]
-    return Reference(float(objective[best]), choices[best], minima)
+    return Reference(float(objective[best]), choices[best], minima, maxima)

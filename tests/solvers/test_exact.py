@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mckp_bruteforce import brute_force
 from mckp_strategies import problems
-from solvers import InfeasibleError, Problem, solve_problem
+from solvers import InfeasibleError, NonBindingLimitWarning, Problem, solve_problem
 from solvers.exact import solve_arrays
 from solvers.exact import mckp
 from solvers.exact.lagrange import dual_bound, solve_lp, solve_lp_one
@@ -28,7 +28,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], der
 
 def solve_quietly(problem: Problem, **kwargs):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="limit on .* does not bind", category=UserWarning)
+        warnings.simplefilter("ignore", NonBindingLimitWarning)
         return solve_problem(problem, solver="exact", **kwargs)
 
 

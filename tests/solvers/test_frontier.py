@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from mckp_bruteforce import brute_force, enumerate_choices
 from mckp_strategies import problems
-from solvers import InfeasibleError, Problem
+from solvers import InfeasibleError, NonBindingLimitWarning, Problem
 from solvers.frontier import exact_frontier
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -39,7 +39,7 @@ def brute_force_steps(kwargs, resource: str):
 
 def frontier_quietly(problem: Problem, resource: str):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="limit on .* does not bind", category=UserWarning)
+        warnings.simplefilter("ignore", NonBindingLimitWarning)
         return exact_frontier(problem, resource)
 
 

@@ -11,11 +11,11 @@ import warnings
 import numpy as np
 import pytest
 
-from solvers import GreedyFailedError, InfeasibleError, Problem, SolverError, solve_problem
+from solvers import GreedyFailedError, InfeasibleError, NonBindingLimitWarning, Problem, SolverError, solve_problem
 from solvers.backends import is_exact
 from solver_cases import BACKENDS, EXACT_BACKENDS, HEURISTIC_BACKENDS
 
-pytestmark = pytest.mark.filterwarnings("ignore:limit on .* does not bind:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::solvers.NonBindingLimitWarning")
 
 
 def assert_valid(problem: Problem, solution, solver: str, time_limited: bool = False) -> None:
@@ -222,7 +222,9 @@ def _alone_but_not_together(n_layers: int = 3) -> Problem:
 
 @pytest.mark.parametrize("solver", EXACT_BACKENDS)
 def test_exact_reports_limits_reachable_alone_but_not_together(solver):
-    with pytest.raises(InfeasibleError) as info:
+    # the lowest-loss plan meets "bops" alone, yet "bops" is half of the conflict: no warning for it
+    with pytest.raises(InfeasibleError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error", NonBindingLimitWarning)
         solve_problem(_alone_but_not_together(), solver=solver)
     assert info.value.jointly
     assert info.value.violations == {"size": (1.0, 0.0), "bops": (1.0, 0.0)}
@@ -247,16 +249,17 @@ def test_greedy_failed_is_a_solver_error_not_infeasible():
 @pytest.mark.parametrize("solver", BACKENDS)
 def test_non_binding_limit_warns(solver):
     p = Problem(loss=[[3.0, 1.0], [2.0, 0.5]], costs={"size": [[2, 4], [2, 4]]}, limits={"size": 100})
-    with pytest.warns(UserWarning, match="'size' does not bind.*8 <= limit 100"):
+    with pytest.warns(NonBindingLimitWarning, match="'size' does not bind.*8 <= limit 100") as caught:
         solution = solve_problem(p, solver=solver)
     assert solution.choice.tolist() == [1, 1]
+    assert [w.message.limit for w in caught if w.category is NonBindingLimitWarning] == ["size"]
 
 
 @pytest.mark.parametrize("solver", BACKENDS)
 def test_infinite_limit_warns_and_is_ignored(solver):
     p = Problem(loss=[[3.0, 1.0], [2.0, 0.5]], costs={"size": [[2, 4], [2, 4]], "bops": [[1, 2], [1, 2]]},
                 limits={"size": math.inf, "bops": 3})
-    with pytest.warns(UserWarning, match="'size' does not bind"):
+    with pytest.warns(NonBindingLimitWarning, match="'size' does not bind"):
         solution = solve_problem(p, solver=solver)
     assert solution.usage["bops"] <= 3
     if is_exact(solver):

@@ -1,6 +1,8 @@
 """Preprocessing: tie merging, exact infeasibility proofs, pruning that keeps the optimum."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,7 @@ from mckp_strategies import problems
 from solvers import InfeasibleError, Problem
 from solvers.prepare import prepare
 
-pytestmark = pytest.mark.filterwarnings("ignore:limit on .* does not bind:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::solvers.NonBindingLimitWarning")
 
 
 def test_ties_merge_into_one_group_with_summed_tables():
@@ -66,10 +68,25 @@ def test_prepare_proves_joint_infeasibility_when_a_group_has_nothing_left():
     assert info.value.jointly and info.value.violations == {"size": (0.0, 0.0), "bops": (0.0, 0.0)}
 
 
-def test_non_binding_warning_uses_lowest_loss_plan():
-    p = Problem(loss=[[1.0, 0.0]], costs={"size": [[1, 2]]}, limits={"size": 2})
-    with pytest.warns(UserWarning, match=r"'size' does not bind.*totals 2 <= limit 2"):
-        prepare(p)
+def test_non_binding_note_uses_lowest_loss_plan():
+    p = Problem(loss=[[1.0, 0.0], [0.0, 1.0]], costs={"size": [[1, 2], [1, 3]]}, limits={"size": 4})
+    ((name, note),) = prepare(p).non_binding
+    assert name == "size" and re.search(r"'size' does not bind.*totals 3 <= limit 4", note)
+
+
+def test_a_limit_met_by_the_lowest_loss_plan_may_still_bind():
+    """size alone is met by the lowest-loss plan, but bops forces a switch that needs size."""
+    p = Problem(loss=[[2.0, 0.0, 1.0]], costs={"size": [[0.5, 0, 1]], "bops": [[0, 2, 0]]},
+                limits={"size": 0.75, "bops": 1})
+    assert prepare(p).non_binding == ()
+    assert brute_force(p.loss, p.costs, p.limits).choice.tolist() == [0]  # size decides between 0 and 2
+
+
+def test_a_limit_no_plan_exceeds_is_noted_and_left_out_of_conflicts():
+    p = Problem(loss=[[1.0, 0.0]], costs={"size": [[1, 2]], "bops": [[0, 1]]}, limits={"size": 9, "bops": 0.5})
+    prepared = prepare(p)
+    assert [name for name, _ in prepared.non_binding] == ["size"]
+    assert "size" not in prepared.alone_minima
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mckp_bruteforce import brute_force
 from mckp_strategies import problems
 from solver_cases import EXACT_BACKENDS
-from solvers import InfeasibleError, Problem, solve_problem
+from solvers import InfeasibleError, NonBindingLimitWarning, Problem, solve_problem
 from solvers.backends.milp import LIMIT_RANGE, row_scales
 
 HAWQ = json.loads((Path(__file__).resolve().parents[1] / "data" / "hawq_v3_resnet.json").read_text())
@@ -46,7 +46,7 @@ def hawq_resnet18_bops(fraction: float) -> tuple[Problem, np.ndarray]:
 
 def solve_quietly(problem: Problem, solver: str):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="limit on .* does not bind", category=UserWarning)
+        warnings.simplefilter("ignore", NonBindingLimitWarning)
         return solve_problem(problem, solver=solver)
 
 
