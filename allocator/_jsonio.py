@@ -1,18 +1,17 @@
-"""Atomic JSON files: a reader never sees a half-written profile or plan.
+"""Profile and plan JSON: finite numbers only, one layer per line, written atomically.
 
-The document is written to a temporary file in the destination directory, flushed and fsynced,
-then moved over the destination with ``os.replace`` (atomic on POSIX and Windows). If anything
-fails before the move, the temporary file is removed and the old destination, if any, is left
-untouched.
+The writing itself is :mod:`allocator.atomic`'s (temporary file, fsync, rename), so a reader
+never sees a half-written profile or plan.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text
 
 __all__ = ["atomic_write_json", "read_json"]
 
@@ -30,26 +29,9 @@ def _check_finite(obj: Any, where: str = "$") -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, document: dict) -> Path:
-    """Write ``document`` as JSON to ``path`` atomically; returns the path written."""
-    path = Path(path)
+    """Write ``document`` as readable JSON to ``path`` atomically (:mod:`allocator.atomic`)."""
     _check_finite(document)
-    text = _dumps(document) + "\n"
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.chmod(tmp, _target_mode(path))  # mkstemp makes 0600 files; give the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_text(path, _dumps(document) + "\n")
 
 
 def _dumps(obj: Any, indent: int = 0) -> str:
@@ -62,16 +44,6 @@ def _dumps(obj: Any, indent: int = 0) -> str:
         items = [f"{inner}{json.dumps(v, allow_nan=False)}" for v in obj]
         return "[\n" + ",\n".join(items) + f"\n{pad}]"
     return json.dumps(obj, allow_nan=False)
-
-
-def _target_mode(path: Path) -> int:
-    """The existing file's mode, else what a plain ``open(path, "w")`` would give (umask)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def read_json(path: str | os.PathLike, error_cls: type[Exception]) -> Any:

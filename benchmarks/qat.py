@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.n_train, args.n_calib, args.n_test = min(args.steps, 3), args.n_train or 1000, 32, 200
     torch.set_num_threads(args.threads)
-    from mixqvit.atomic import write_json
+    from allocator.atomic import write_json
     from mixqvit.report import json_safe
 
     t0 = time.perf_counter()

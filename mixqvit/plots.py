@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
+from allocator.atomic import atomic_path
 
 __all__ = ["plot_bit_allocation", "plot_profile_heatmaps", "plot_accuracy_vs_size"]
 

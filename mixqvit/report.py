@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .atomic import write_json, write_text
+from allocator.atomic import write_json, write_text
 
 __all__ = ["Column", "Table", "format_cell", "json_safe"]
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import write_bytes, write_json
+from allocator.atomic import write_bytes, write_json
 from .data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from .models import ASSETS_DIR, MODEL_CONFIGS, build_model, count_parameters, load_shipped, shipped_paths
 

@@ -5,52 +5,22 @@ baseline, which tables, calibration-data hash, quantizer config) and the finishe
 that finds a checkpoint with the same fingerprint reuses its rows; a different fingerprint is
 refused (`CheckpointMismatchError`) naming each differing field, because silently mixing rows
 measured under different conditions would corrupt the profile. Writes go to a temporary file in
-the same directory followed by ``os.replace``, so an interrupted run leaves either the previous
-or the new complete file, never a truncated one.
+the same directory followed by ``os.replace`` (:mod:`allocator.atomic`), so an interrupted run
+leaves either the previous or the new complete file, never a truncated one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn as nn
+from allocator.atomic import write_json
+from quant.errors import CheckpointMismatchError
 
-from .errors import CheckpointMismatchError
-
-__all__ = ["SensitivityCheckpoint", "model_fingerprint", "CHECKPOINT_FORMAT"]
+__all__ = ["SensitivityCheckpoint", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "mixqvit-sensitivity-checkpoint/1"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over the model's parameters and buffers (names, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _atomic_write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(document, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class SensitivityCheckpoint:
@@ -103,7 +73,7 @@ class SensitivityCheckpoint:
         if name not in self.done:
             self.done.append(name)
         if self.path is not None:
-            _atomic_write_json(self.path, {
+            write_json(self.path, {
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": self.fingerprint,
                 "done": self.done,

@@ -1,6 +1,9 @@
 """Exceptions raised by `profiling`; every message says what was given and what was expected."""
 from __future__ import annotations
 
+# One mismatch error for every resumable run (QAT and sensitivity checkpoints): quant defines it.
+from quant.errors import CheckpointMismatchError
+
 __all__ = [
     "ProfilingError",
     "LRPUnsupportedError",
@@ -19,10 +22,6 @@ class LRPUnsupportedError(ProfilingError, TypeError):
     Gradient x input gives wrong relevance silently on an unknown non-linearity, so the
     propagator refuses such a model instead of returning numbers.
     """
-
-
-class CheckpointMismatchError(ProfilingError, ValueError):
-    """A sensitivity checkpoint on disk was written for another model, bit set or data set."""
 
 
 class CalibrationDataError(ProfilingError, ValueError):

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from allocator.bits import BITS_RANGE_TEXT, bits_defect
+from quant.digest import module_digest
 from tqdm.auto import tqdm
 
 from ._chain import Chain, find_chain
 from ._data import CalibSet, as_calib_set
-from .checkpoint import SensitivityCheckpoint, model_fingerprint
+from .checkpoint import SensitivityCheckpoint
 from .metrics import check_metric, needs_labels, per_sample_damage
 
 __all__ = ["SensitivityResult", "measure_sensitivity"]
@@ -111,7 +112,7 @@ def measure_sensitivity(
 
     fingerprint = {
         "model_class": type(qmodel).__name__,
-        "model_hash": model_fingerprint(qmodel),
+        "model_hash": module_digest(qmodel),
         "sites": names,
         "measured": measured,
         "bits": list(bits),

@@ -49,7 +49,7 @@ class NotCalibratedError(QuantError):
 
 
 class CheckpointMismatchError(QuantError, ValueError):
-    """A QAT checkpoint on disk was written by a different run (model, plan, data or settings).
+    """A checkpoint on disk (QAT or sensitivity) was written by a different run (model, plan, data or settings).
 
     ``differences`` maps each differing field to ``(in the checkpoint, now)``.
     """

@@ -13,65 +13,27 @@ ranges that live outside the ``state_dict``).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-from torch import nn
+from allocator.atomic import atomic_path
 
 from .errors import CheckpointMismatchError
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "tensor_digest", "module_digest", "save_checkpoint",
-           "load_checkpoint", "check_fingerprint"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "check_fingerprint"]
 
 CHECKPOINT_FORMAT = "mixqvit-qat-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def _update(h: "hashlib._Hash", t: torch.Tensor) -> None:
-    t = t.detach().to("cpu").contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    h.update(t.numpy().tobytes())
-
-
-def tensor_digest(tensors: Iterable[torch.Tensor | None]) -> str:
-    """SHA-256 (hex, 16 chars) of the dtypes, shapes and bytes of ``tensors`` (``None`` allowed)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        if t is None:
-            h.update(b"none")
-        else:
-            _update(h, t)
-    return h.hexdigest()[:16]
-
-
-def module_digest(module: nn.Module) -> str:
-    """Digest of a module's ``state_dict`` (names and values)."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        _update(h, t)
-    return h.hexdigest()[:16]
-
-
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus format and version) to ``path`` atomically: a temporary file in
     the same directory, then a rename, so a crash mid-write leaves the previous checkpoint."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

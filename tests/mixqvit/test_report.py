@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixqvit.atomic import atomic_path, write_json
+from allocator.atomic import atomic_path, write_json
 from mixqvit.report import Column, Table, format_cell, json_safe
 
 

@@ -1,10 +1,12 @@
 """Atomic file writes: an output file is either complete or absent, never half-written.
 
 A command interrupted mid-write (Ctrl-C, out of memory, an exception while serialising) must
-not leave a truncated ``plan.json`` that a later command would trip over.  Every writer in the
-application layer goes through :func:`atomic_path`: it hands out a temporary name in the target
-directory (so the final ``os.replace`` is a same-filesystem rename, which POSIX makes atomic)
-and only renames it over the target once the writer has finished without error.
+not leave a truncated ``plan.json`` or checkpoint that a later command would trip over.  Every
+writer of the project (profiles and plans here, sensitivity and QAT checkpoints, models, reports)
+goes through :func:`atomic_path`: it hands out a temporary name in the target directory (so the
+final ``os.replace`` is a same-filesystem rename, which POSIX makes atomic), syncs it, and only
+renames it over the target once the writer has finished without error.  It lives in the lowest
+package that writes files (the torch-free allocator) so that every layer above shares it.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             continue
     try:
         yield tmp
+        with open(tmp, "rb+") as written:  # the data is on disk before the name points at it
+            os.fsync(written.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
