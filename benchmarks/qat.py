@@ -116,7 +116,7 @@ def print_row(r: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from quant import qat, quantize
+    from quant import QATConfig, qat, quantize
 
     model, source = load_model(args.model)
     train, calib, test_x, test_y = load_data(args.n_train, args.n_calib, args.n_test, args.seed)
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if kd_weight is None:
                 qmodel = quantize(model, plan, calib[0])
             else:
-                qmodel, history = qat(model, plan, train, epochs=1, calib_data=calib[0], lr=args.lr,
-                                      kd_temperature=args.kd_temperature, kd_weight=kd_weight, seed=args.seed,
-                                      max_steps=args.steps, batch_size=args.batch_size, verbose=args.verbose)
+                config = QATConfig(epochs=1, lr=args.lr, kd_temperature=args.kd_temperature, kd_weight=kd_weight,
+                                   seed=args.seed, max_steps=args.steps, batch_size=args.batch_size)
+                qmodel, history = qat(model, plan, train, config=config, calib_data=calib[0], verbose=args.verbose)
             train_s = time.perf_counter() - t0
             row = {"plan": label, "method": method, **plan_columns(plan), "top1": top1(qmodel, test_x, test_y),
                    "float_top1": float_top1, "steps": sum(r["steps"] for r in history) if history else 0,

@@ -21,7 +21,9 @@ from .engine import calibrate, is_prepared, prepare, quant_sites
 from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
 from .lsq import LearnedQuantizers, make_quantizers_learnable
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
+from .device import check_device, model_device
 from .qat import qat
+from .qat_config import QATConfig
 from .switch import PlanSwitcher
 from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
 
@@ -41,6 +43,9 @@ __all__ = [
     "iter_images",
     "iter_batches",
     "qat",
+    "QATConfig",
+    "check_device",
+    "model_device",
     "qat_loss",
     "teacher_logits",
     "make_quantizers_learnable",

@@ -4,6 +4,7 @@ seconds on one core."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from quant import (
     CheckpointMismatchError,
     PlanMismatchError,
+    QATConfig,
     make_quantizers_learnable,
     qat,
     qat_loss,
@@ -83,8 +85,8 @@ def test_training_loss_goes_down_at_w2a2():
     images, labels = prototype_task(32)
     model = build_tiny("vit")
     start = ce_on(quantize(model, "W2A2", images), images, labels)
-    qmodel, history = qat(model, "W2A2", (images, labels), epochs=10, batch_size=16, lr=3e-3, kd_weight=0.0,
-                          verbose=False)
+    qmodel, history = qat(model, "W2A2", (images, labels),
+                          config=QATConfig(epochs=10, batch_size=16, lr=3e-3, kd_weight=0.0), verbose=False)
     assert len(history) == 10 and all(r["steps"] == 2 for r in history)
     assert history[-1]["loss"] < history[0]["loss"] - 0.4
     assert ce_on(qmodel, images, labels) < start - 0.4
@@ -93,10 +95,10 @@ def test_training_loss_goes_down_at_w2a2():
 
 def test_unlabelled_images_train_by_distillation_only():
     images, _ = prototype_task(32)
-    qmodel, history = qat(build_tiny("vit"), "W3A3", images, epochs=1, batch_size=16, verbose=False)
+    qmodel, history = qat(build_tiny("vit"), "W3A3", images, config=QATConfig(batch_size=16), verbose=False)
     assert math.isnan(history[0]["ce"]) and math.isnan(history[0]["train_acc"]) and history[0]["kd"] >= 0
     with pytest.raises(ValueError, match="no training target"):
-        qat(build_tiny("vit"), "W3A3", images, epochs=1, batch_size=16, kd_weight=0.0, verbose=False)
+        qat(build_tiny("vit"), "W3A3", images, config=QATConfig(batch_size=16, kd_weight=0.0), verbose=False)
 
 
 def test_deit_heads_are_distilled_head_by_head():
@@ -115,7 +117,7 @@ def test_deit_heads_are_distilled_head_by_head():
     loss.backward()
     assert qmodel.head_dist.weight.grad.abs().sum() > 0 and qmodel.dist_token.grad.abs().sum() > 0
 
-    trained, history = qat(teacher, "W2A2", (images, labels), epochs=1, batch_size=8, verbose=False)
+    trained, history = qat(teacher, "W2A2", (images, labels), config=QATConfig(batch_size=8), verbose=False)
     assert history[0]["steps"] == 2 and history[0]["kd"] > 0
     assert not trained.distilled_training and isinstance(trained(images), torch.Tensor)
 
@@ -151,7 +153,7 @@ def test_resume_from_checkpoint_equals_unbroken_run(tmp_path, monkeypatch, crash
     """Kill the run right after a mid-epoch checkpoint, start again: same model, same history.
     Dropout is on, so the RNG state must be restored too."""
     images, labels = prototype_task(24)
-    kwargs = dict(epochs=2, batch_size=8, lr=3e-3, seed=7, verbose=False, checkpoint_every=2)
+    kwargs = dict(config=QATConfig(epochs=2, batch_size=8, lr=3e-3, seed=7, checkpoint_every=2), verbose=False)
     model = tiny_with_dropout()
     rng_before = torch.get_rng_state()
     ref, ref_hist = qat(model, "W2A2", (images, labels), checkpoint=tmp_path / "ref.pt", **kwargs)
@@ -186,22 +188,23 @@ def test_resume_from_checkpoint_equals_unbroken_run(tmp_path, monkeypatch, crash
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     images, labels = prototype_task(16)
     ckpt = tmp_path / "qat.pt"
-    qat(build_tiny("vit"), "W2A2", (images, labels), epochs=1, batch_size=8, checkpoint=ckpt, verbose=False)
+    qat(build_tiny("vit"), "W2A2", (images, labels), config=QATConfig(batch_size=8), checkpoint=ckpt, verbose=False)
     with pytest.raises(CheckpointMismatchError, match="lr: checkpoint 0.0005 vs now 0.0001") as info:
-        qat(build_tiny("vit"), "W2A2", (images, labels), epochs=1, batch_size=8, lr=1e-4, checkpoint=ckpt, verbose=False)
+        qat(build_tiny("vit"), "W2A2", (images, labels), config=QATConfig(batch_size=8, lr=1e-4), checkpoint=ckpt,
+            verbose=False)
     assert set(info.value.differences) == {"lr"}
     with pytest.raises(CheckpointMismatchError, match="plan differs at blocks.0.attn.matmul_av"):
-        qat(build_tiny("vit"), "W3A3", (images, labels), epochs=1, batch_size=8, checkpoint=ckpt, verbose=False)
+        qat(build_tiny("vit"), "W3A3", (images, labels), config=QATConfig(batch_size=8), checkpoint=ckpt, verbose=False)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointMismatchError, match="delete"):
-        qat(build_tiny("vit"), "W2A2", (images, labels), epochs=1, batch_size=8, checkpoint=tmp_path / "junk.pt",
-            verbose=False)
+        qat(build_tiny("vit"), "W2A2", (images, labels), config=QATConfig(batch_size=8),
+            checkpoint=tmp_path / "junk.pt", verbose=False)
 
 
 def test_dataloader_training_data_and_max_steps():
     images, labels = prototype_task(32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=8)
-    _, history = qat(build_tiny("vit"), "W4A4", loader, epochs=3, max_steps=5, verbose=False)
+    _, history = qat(build_tiny("vit"), "W4A4", loader, config=QATConfig(epochs=3, max_steps=5), verbose=False)
     assert [r["steps"] for r in history] == [4, 1]
 
 
@@ -219,7 +222,21 @@ def test_dataloader_training_data_and_max_steps():
 def test_bad_arguments_are_explained(kwargs, exc, text):
     args = {"plan": "W2A2", "train_data": make_images(8), **kwargs}
     with pytest.raises(exc, match=__import__("re").escape(text)):
-        qat(build_tiny("vit"), args.pop("plan"), args.pop("train_data"), verbose=False, **args)
+        cfg = QATConfig(**{k: v for k, v in args.items() if k not in ("plan", "train_data")})
+        qat(build_tiny("vit"), args["plan"], args["train_data"], config=cfg, verbose=False)
+
+
+def test_config_is_keyword_only_and_serialisable():
+    cfg = QATConfig(epochs=3, lr=1e-3, kd_weight=0.0)
+    assert QATConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(TypeError):
+        qat(build_tiny("vit"), "W2A2", make_images(8), 2)  # the old positional epochs
+    with pytest.raises(ValueError, match="unknown fields"):
+        QATConfig.from_dict({"epoch": 1})
+    with pytest.raises(ValueError, match="no usable CUDA|only"):
+        if torch.cuda.is_available():
+            qat(build_tiny("vit"), "W2A2", make_images(8), device=f"cuda:{torch.cuda.device_count()}")
+        qat(build_tiny("vit"), "W2A2", make_images(8), device="cuda")
 
 
 def test_plan_of_another_model_is_refused_before_any_work():
