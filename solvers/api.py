@@ -56,7 +56,9 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
     Raises:
         InfeasibleError: no plan meets the limits (proven).
         GreedyFailedError: the greedy heuristic gave up with several limits (not a proof).
-        SolverError: a backend failed, or stopped at the time limit with no plan.
+        SolverTimeoutError: the time limit passed before the backend found any plan (a
+            `SolverError`, not an `InfeasibleError`: the problem may be feasible).
+        SolverError: a backend failed.
         ValueError: unknown solver or bad time limit.
     """
     start = time.perf_counter()

@@ -2,8 +2,9 @@
 
 `InfeasibleError` is a `ValueError` because an infeasible problem is a defect of the input (the
 limits ask for something no plan can give); `SolverError` is a `RuntimeError` because it reports
-a failure of the machinery (a backend crashed, ran out of time before finding any plan, or a
-heuristic gave up) on an input that may well be fine.
+a failure of the machinery (a backend crashed, ran out of time before finding any plan:
+`SolverTimeoutError`, or a heuristic gave up: `GreedyFailedError`) on an input that may well be
+fine. `NonBindingLimitWarning` is the one warning of the package.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ report it through `available()`).
     in `problem.costs`, every single limit reachable). Return the option index of each group
     (original indices), the status and a proven lower bound (or None). An exact backend that
     stops at `time_limit` with a plan returns "feasible" and its best proven bound; with no
-    plan it raises `SolverError`. A heuristic that gives up raises `SolverError` (a subclass,
+    plan it raises `SolverTimeoutError` (never "infeasible": nothing was proven). A heuristic that gives up raises `SolverError` (a subclass,
     such as `GreedyFailedError`); it never returns "infeasible".
     Exact MIP backends set the relative (and where the API allows it, absolute) gap to 0.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SolverError
+from ..errors import SolverTimeoutError
 from ..exact import solve_arrays
 from ..prepare import PreparedProblem
 from .base import BackendResult
@@ -33,8 +33,8 @@ def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
     if result.status == "infeasible":
         return BackendResult(None, "infeasible")
     if result.status == "timeout":
-        raise SolverError(
+        raise SolverTimeoutError(
             f"exact solver reached its time limit ({time_limit} s) before finding any plan "
-            f"(proven lower bound {result.bound:.10g}); allow more time"
+            f"(proven lower bound {result.bound:.10g}); allow more time", time_limit, float(result.bound)
         )
     return BackendResult(np.asarray(result.choice, dtype=np.int64), result.status, float(result.bound))

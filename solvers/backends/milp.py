@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from ..prepare import PreparedProblem
+from ..quiet import stdout_silenced
 
 __all__ = ["MilpForm", "build_milp_form", "lp_relaxation_bound", "row_scales", "OBJECTIVE_RANGE", "LIMIT_RANGE"]
 
@@ -146,10 +147,11 @@ def lp_relaxation_bound(problem: PreparedProblem) -> float:
     trivial = form.offset
     if form.A.shape[0] == 0:
         return trivial
-    result = linprog(
-        form.c, A_ub=form.A, b_ub=form.b, A_eq=form.one_per_group(), b_eq=np.ones(form.n_groups),
-        bounds=(0, 1), method="highs",
-    )
+    with stdout_silenced():  # HiGHS's C++ output
+        result = linprog(
+            form.c, A_ub=form.A, b_ub=form.b, A_eq=form.one_per_group(), b_eq=np.ones(form.n_groups),
+            bounds=(0, 1), method="highs",
+        )
     if result.status != 0:
         return trivial
     # HiGHS's LP optimum is accurate to its dual feasibility tolerance; subtract a margin so the

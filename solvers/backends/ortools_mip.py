@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..errors import SolverError
+from ..errors import SolverError, SolverTimeoutError
 from ..prepare import PreparedProblem
 from ..problem import FEASIBILITY_RTOL
 from .base import BackendResult
@@ -72,6 +72,10 @@ def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
     if status == pywraplp.Solver.INFEASIBLE:
         return BackendResult(None, "infeasible")
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        if time_limit is not None and status == pywraplp.Solver.NOT_SOLVED:
+            raise SolverTimeoutError(
+                f"OR-Tools/{_SOLVER_ID} found no plan within the time limit of {time_limit:g} s; allow more time",
+                time_limit)
         raise SolverError(f"OR-Tools/{_SOLVER_ID} found no plan (result status {status})")
     choice = form.choice_from_x(np.array([var.solution_value() for var in x]))
     if status == pywraplp.Solver.OPTIMAL:

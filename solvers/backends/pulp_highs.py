@@ -18,6 +18,7 @@ except ImportError:  # pulp.HiGHS then reports itself unavailable
     highspy = None
 
 from ..prepare import PreparedProblem
+from ..quiet import stdout_silenced
 from ._pulp_model import pulp, solve_with_pulp
 from .base import BackendResult
 
@@ -41,4 +42,9 @@ def _bound(model: "pulp.LpProblem") -> float | None:
 def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
     highspy.Highs.resetThreadScheduler(True)  # blocking: wait until the old workers have stopped
     solver = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=0.0, gapAbs=0.0, threads=1)
-    return solve_with_pulp(problem, solver, _bound)
+
+    def run(model: "pulp.LpProblem") -> None:
+        with stdout_silenced():  # HiGHS's banner and C++ output
+            model.solve(solver)
+
+    return solve_with_pulp(problem, "HiGHS", run, time_limit, _bound)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from ..errors import SolverError
+from ..errors import SolverError, SolverTimeoutError
 from ..prepare import PreparedProblem
+from ..quiet import stdout_silenced
 from .base import BackendResult
 from .milp import build_milp_form
 
@@ -32,10 +33,16 @@ def solve(problem: PreparedProblem, time_limit: float | None) -> BackendResult:
     options: dict[str, float | bool] = {"mip_rel_gap": 0.0, "presolve": True}
     if time_limit is not None:
         options["time_limit"] = time_limit
-    result = milp(form.c, integrality=np.ones(form.n_vars), bounds=Bounds(0, 1), constraints=constraints, options=options)
+    with stdout_silenced():  # HiGHS's C++ output
+        result = milp(form.c, integrality=np.ones(form.n_vars), bounds=Bounds(0, 1), constraints=constraints,
+                      options=options)
     if result.status == _INFEASIBLE:
         return BackendResult(None, "infeasible")
     if result.x is None:
+        if result.status == _LIMIT and time_limit is not None:
+            raise SolverTimeoutError(
+                f"scipy.optimize.milp found no plan within the time limit of {time_limit:g} s "
+                f"({result.message}); allow more time", time_limit)
         raise SolverError(f"scipy.optimize.milp found no plan (status {result.status}: {result.message})")
     bound = getattr(result, "mip_dual_bound", None)
     bound = None if bound is None or not np.isfinite(bound) else form.to_loss(bound)

@@ -16,12 +16,11 @@ multiplier whose maximum sits at a breakpoint, found by bisection over the sorte
 """
 from __future__ import annotations
 
-import os
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..quiet import stdout_silenced
 
 __all__ = ["LPResult", "dual_bound", "solve_lp", "solve_lp_one", "farkas_infeasible"]
 
@@ -54,30 +53,10 @@ def farkas_infeasible(costs: np.ndarray, allowed: np.ndarray, direction: np.ndar
     return bool(least > direction.sum() * (1 + 1e-9))
 
 
-@contextmanager
-def _banner_silenced():
-    """Swallow what HiGHS writes to the process's stdout while an instance is built.
-
-    HiGHS prints its copyright banner on file descriptor 1 when the first instance of a process
-    is constructed, before any option can turn output off; the allocator's callers (the CLI's
-    plan table, piped JSON) must not see it. Python's own buffer is flushed first so nothing
-    of ours is lost or reordered.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _highs():
     import highspy
 
-    with _banner_silenced():
+    with stdout_silenced():  # the banner of the process's first instance
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     # One thread: HiGHS keeps one scheduler per process, and other backends (pulp-highs) run it at 1.

@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 
 from mckp_bruteforce import brute_force
 from mckp_strategies import problems
-from solver_cases import EXACT_BACKENDS, HEURISTIC_BACKENDS
-from solvers import GreedyFailedError, InfeasibleError, NonBindingLimitWarning, Problem, solve_problem
+from solver_cases import BACKENDS, EXACT_BACKENDS, HEURISTIC_BACKENDS
+from solvers import GreedyFailedError, InfeasibleError, NonBindingLimitWarning, Problem, SolverTimeoutError, solve_problem
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
-def solve_quietly(problem: Problem, solver: str):
+def solve_quietly(problem: Problem, solver: str, time_limit: float | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonBindingLimitWarning)
-        return solve_problem(problem, solver=solver)
+        return solve_problem(problem, solver=solver, time_limit=time_limit)
 
 
 def assert_feasible(problem: Problem, choice: np.ndarray) -> None:
@@ -72,6 +72,35 @@ def test_exact_backend_matches_brute_force(solver, fields):
     assert solution.status == "optimal"
     assert solution.objective == pytest.approx(reference.optimum, rel=1e-9, abs=1e-12)
     assert solution.bound == solution.objective
+
+
+@pytest.mark.parametrize("solver", BACKENDS)
+@settings(max_examples=40, **SETTINGS)
+@given(fields=problems(), time_limit=st.sampled_from([1e-6, 1e-4, 1e-3, 0.01]))
+def test_tiny_time_limits_never_claim_a_feasible_problem_infeasible(solver, fields, time_limit):
+    """Under a limit too short to finish, a backend returns a valid plan (no better than the
+    optimum; "optimal" only when it is) or raises `SolverTimeoutError`, never `InfeasibleError`
+    for a problem brute force solves."""
+    problem = Problem(**fields)
+    reference = brute_force(**fields)
+    try:
+        solution = solve_quietly(problem, solver, time_limit)
+    except InfeasibleError as error:
+        assert reference.optimum is None, "a feasible problem was called infeasible under a time limit"
+        assert_infeasibility_report(error, fields, reference)
+        return
+    except SolverTimeoutError:
+        return
+    except GreedyFailedError:
+        assert solver in HEURISTIC_BACKENDS and len(fields["limits"]) >= 2
+        return
+    assert reference.optimum is not None
+    assert_feasible(problem, solution.choice)
+    scale = 1e-9 * max(1.0, abs(reference.optimum))
+    assert solution.objective >= reference.optimum - scale
+    assert solution.bound <= reference.optimum + scale
+    if solution.status == "optimal":
+        assert solution.objective == pytest.approx(reference.optimum, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("solver", HEURISTIC_BACKENDS)
