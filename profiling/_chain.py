@@ -1,7 +1,9 @@
 """Split a transformer into prefix -> units (blocks) -> suffix, to re-run only a suffix.
 
 Sensitivity profiling changes one layer at a time; everything before the transformer unit that
-holds the layer is unchanged, so its output is cached once and only the rest is re-run.
+holds the layer is unchanged, so the tensor entering that unit is computed once per batch
+(`Chain.input_of`, which stops the forward pass there) and only the rest is re-run for every
+(layer, bits) pair (`Chain.run_from`).
 
 A *unit* is a module whose output feeds only the next unit: a ViT/DeiT ``blocks.i``, a Swin
 ``layers.s.downsample`` or ``layers.s.blocks.j``. Re-running from unit ``k`` is done on the
@@ -52,31 +54,23 @@ class Chain:
                 out.append(len(self.units) if seen_unit else -1)
         return out
 
-    def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the model on x; return logits and the tensors entering each unit + the last output."""
-        cache: list[torch.Tensor | None] = [None] * (len(self.units) + 1)
-        handles = []
-
-        def pre(i: int):
-            def hook(mod: nn.Module, args: tuple) -> None:
-                cache[i] = args[0].detach()
-            return hook
-
-        def post(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            cache[-1] = out.detach()
-
+    def input_of(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The tensor entering unit k when the model runs on x (k == len: the last unit's
+        output). The forward pass stops right there, so this costs the prefix only."""
+        if not 0 <= k <= len(self.units):
+            raise ValueError(f"unit index {k} outside [0, {len(self.units)}]")
+        if k < len(self.units):
+            handle = self.units[k][1].register_forward_pre_hook(_stop_with_input)
+        else:
+            handle = self.units[-1][1].register_forward_hook(_stop_with_output)
         try:
-            for i, (_, mod) in enumerate(self.units):
-                handles.append(mod.register_forward_pre_hook(pre(i)))
-            handles.append(self.units[-1][1].register_forward_hook(post))
-            logits = self.model(x)
+            self.model(x)
+        except _Stop as stop:
+            return stop.value
         finally:
-            for h in handles:
-                h.remove()
-        if any(c is None for c in cache):
-            missing = [self.names[i] for i, c in enumerate(cache[:-1]) if c is None]
-            raise RuntimeError(f"units {missing} were not executed by the model's forward pass")
-        return logits, cache  # type: ignore[return-value]
+            handle.remove()
+        raise RuntimeError(f"unit {self.names[min(k, len(self.units) - 1)]} was not executed by the model's "
+                           "forward pass")
 
     @contextmanager
     def _skipping(self, k: int, h: torch.Tensor) -> Iterator[None]:
@@ -97,12 +91,29 @@ class Chain:
             for mod in skipped:
                 del mod.forward
 
-    def run_from(self, x: torch.Tensor, k: int, cache: list[torch.Tensor]) -> torch.Tensor:
-        """Logits of the model on x, re-computing only from unit k (-1 = everything)."""
+    def run_from(self, x: torch.Tensor, k: int, h: torch.Tensor | None) -> torch.Tensor:
+        """Logits of the model on x, re-computing only from unit k, which is handed h
+        (`input_of(x, k)`); k == -1 runs everything (h unused)."""
         if k < 0:
             return self.model(x)
-        with self._skipping(k, cache[k]):
+        with self._skipping(k, h):
             return self.model(x)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass early, carrying the tensor it was after."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+
+def _stop_with_input(mod: nn.Module, args: tuple) -> None:
+    raise _Stop(args[0].detach())
+
+
+def _stop_with_output(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+    raise _Stop(out.detach())
 
 
 def _passthrough(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

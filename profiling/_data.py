@@ -1,5 +1,11 @@
 """Materialise calibration data once as a list of (images, labels | None) batches.
 
+Memory: profiling runs the network on one batch at a time, so its peak memory is set by
+``batch_size`` (default `DEFAULT_BATCH_SIZE`), not by the number of calibration images: one big
+tensor (``profile_model(model, images)``) is cut into batches like any other input, and batches
+of an iterable larger than ``batch_size`` are cut too. The batches are views of one tensor, so
+results do not depend on how the caller batched the data.
+
 Profiling walks the calibration set many times (one pass per layer and bit-width), so it is
 read once into memory instead of re-iterating a possibly random DataLoader, which also makes
 every pass see exactly the same images (determinism) and lets the data be hashed for
@@ -10,7 +16,7 @@ a tensor (N, C, H, W), an (images, labels) pair, or an iterable of such tensors 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -19,7 +25,10 @@ from quant.data_utils import iter_batches
 
 from .errors import CalibrationDataError
 
-__all__ = ["CalibSet", "as_calib_set"]
+__all__ = ["CalibSet", "as_calib_set", "DEFAULT_BATCH_SIZE"]
+
+
+DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass
@@ -28,6 +37,7 @@ class CalibSet:
 
     images: list[torch.Tensor]
     labels: list[torch.Tensor] | None
+    _whole: torch.Tensor | None = field(default=None, repr=False, compare=False)  # the batches' storage
 
     @property
     def size(self) -> int:
@@ -39,15 +49,22 @@ class CalibSet:
         """Shape of one image, (C, H, W)."""
         return tuple(int(s) for s in self.images[0].shape[1:])
 
+    def all_images(self) -> torch.Tensor:
+        """Every image in one tensor (N, C, H, W) -- the batches are views of it."""
+        if self._whole is not None:
+            return self._whole
+        return self.images[0] if len(self.images) == 1 else torch.cat(self.images)
+
     def fingerprint(self) -> str:
-        """SHA-256 of the image bytes (and labels), so a checkpoint can tell data sets apart."""
+        """SHA-256 of the image bytes (and labels), so a checkpoint can tell data sets apart.
+        Independent of how the images are cut into batches."""
         h = hashlib.sha256()
-        for i, b in enumerate(self.images):
-            t = b.detach().to("cpu", torch.float32).contiguous()
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.numpy().tobytes())
-            if self.labels is not None:
-                h.update(self.labels[i].detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        h.update(str((self.size,) + self.input_shape).encode())
+        for b in self.images:
+            h.update(b.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if self.labels is not None:
+            for y in self.labels:
+                h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def require_labels(self, why: str) -> list[torch.Tensor]:
@@ -59,10 +76,31 @@ class CalibSet:
             )
         return self.labels
 
+    def rebatched(self, batch_size: int | None) -> "CalibSet":
+        """The same images cut into batches of at most `batch_size` (None: as they are)."""
+        if batch_size is None:
+            return self
+        _check_batch_size(batch_size)
+        images = self.all_images()
+        labels = None if self.labels is None else torch.cat(self.labels)
+        return CalibSet(list(images.split(batch_size)), None if labels is None else list(labels.split(batch_size)),
+                        images)
 
-def as_calib_set(calib_data: torch.Tensor | Iterable[Any]) -> CalibSet:
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1 (images per forward pass)")
+
+
+def as_calib_set(calib_data: torch.Tensor | Iterable[Any], batch_size: int | None = DEFAULT_BATCH_SIZE) -> CalibSet:
     """Read `calib_data` (tensor, (images, labels) pair, iterable of tensors or of (images, labels)
-    pairs) into memory, through quant's shared reader `quant.data_utils.iter_batches`."""
+    pairs) into memory, through quant's shared reader `quant.data_utils.iter_batches`, as
+    batches of at most `batch_size` images (None: the batches as given). A `CalibSet` is
+    re-cut to `batch_size`."""
+    if batch_size is not None:
+        _check_batch_size(batch_size)
+    if isinstance(calib_data, CalibSet):
+        return calib_data.rebatched(batch_size)
     images: list[torch.Tensor] = []
     labels: list[torch.Tensor | None] = []
     try:
@@ -83,4 +121,5 @@ def as_calib_set(calib_data: torch.Tensor | Iterable[Any]) -> CalibSet:
     if not images:
         raise CalibrationDataError("calibration data is empty; give at least one image")
     have = [y is not None for y in labels]
-    return CalibSet(images, [y for y in labels if y is not None] if all(have) else None)
+    calib = CalibSet(images, [y for y in labels if y is not None] if all(have) else None)
+    return calib.rebatched(batch_size)

@@ -50,7 +50,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._data import CalibSet, as_calib_set
+from quant import dist
+from quant.device import model_device
+from quant.progress import Progress
+
+from ._data import DEFAULT_BATCH_SIZE, as_calib_set
 from ._sites import Site, discover_sites
 from .errors import LRPUnsupportedError
 
@@ -486,34 +490,45 @@ def lrp_importance(
     sites: Sequence[Any] | None = None,
     target: str | int = "pred",
     epsilon: float = DEFAULT_EPSILON,
+    *,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    verbose: bool = False,
 ) -> LRPResult:
     """Per-site importance of `model` by AttnLRP relevance, averaged over `calib_data`.
 
-    One forward and one backward pass per calibration batch. The model is used in eval mode and
+    One forward and one backward pass per batch of at most `batch_size` images (None: the
+    batches as given), on the model's device; only per-image sums are kept, so memory does not
+    grow with the calibration set. Under torchrun the batches are shared out between the
+    processes and every process returns the whole result. The model is used in eval mode and
     restored afterwards; its parameters are not modified.
     """
-    calib = calib_data if isinstance(calib_data, CalibSet) else as_calib_set(calib_data)
+    calib = as_calib_set(calib_data, batch_size)
     found = discover_sites(model, sites)
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    rows, tl, ri, tg = [], [], [], []
+    mine = dist.shard(range(len(calib.images)))
+    done: list[tuple[Any, ...]] = []  # (batch index, per-image rows, target logits, input relevance, targets)
     try:
-        for i, x in enumerate(calib.images):
-            labels = calib.labels[i] if calib.labels is not None else None
-            rec, chosen, rel_in, tgt = _explain_batch(model, found, x, target, labels, epsilon)
-            missing = [s.name for s in found if s.name not in rec.abs_sum]
-            if missing:
-                raise LRPUnsupportedError(
-                    f"no relevance reached sites {missing}; they are not on the path from the "
-                    "input to the logits in this model's forward pass"
-                )
-            rows.append(torch.stack([rec.abs_sum[s.name] for s in found], dim=1))
-            tl.append(chosen)
-            ri.append(rel_in)
-            tg.append(tgt)
+        with Progress(len(mine), "LRP", "batches", enabled=verbose) as progress:
+            for i in mine:
+                labels = calib.labels[i] if calib.labels is not None else None
+                rec, chosen, rel_in, tgt = _explain_batch(model, found, calib.images[i].to(device), target, labels,
+                                                          epsilon)
+                missing = [s.name for s in found if s.name not in rec.abs_sum]
+                if missing:
+                    raise LRPUnsupportedError(
+                        f"no relevance reached sites {missing}; they are not on the path from the "
+                        "input to the logits in this model's forward pass"
+                    )
+                row = torch.stack([rec.abs_sum[s.name] for s in found], dim=1)
+                done.append((i, *(t.detach().double().cpu().numpy() for t in (row, chosen, rel_in)),
+                             tgt.cpu().numpy()))
+                progress.update(1)
     finally:
         model.train(was_training)
-    per_image = torch.cat(rows).double().cpu().numpy()
+    batches = sorted((b for part in dist.all_gather_objects(done) for b in part), key=lambda b: b[0])
+    per_image = np.concatenate([b[1] for b in batches])
     mean = per_image.mean(axis=0)
     total = float(mean.sum())
     if not math.isfinite(total) or total <= 0:
@@ -524,9 +539,9 @@ def lrp_importance(
         names=[s.name for s in found],
         per_image=per_image,
         importance=mean / total,
-        target_logits=torch.cat(tl).double().cpu().numpy(),
-        input_relevance=torch.cat(ri).double().cpu().numpy(),
-        targets=torch.cat(tg).cpu().numpy(),
+        target_logits=np.concatenate([b[2] for b in batches]),
+        input_relevance=np.concatenate([b[3] for b in batches]),
+        targets=np.concatenate([b[4] for b in batches]),
     )
 
 
@@ -570,6 +585,7 @@ def lrp_conservation(
         image = image[None]
     if image.shape[0] != 1:
         raise ValueError(f"lrp_conservation takes one image, got a batch of {image.shape[0]}")
+    image = image.to(model_device(model))
     found = discover_sites(model, sites)
     modules = dict(model.named_modules())
     unknown = [b for b in blocks if b not in modules]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._data import as_calib_set
+from ._data import DEFAULT_BATCH_SIZE, as_calib_set
 from .costs import layer_costs
 from .lrp import DEFAULT_EPSILON, lrp_importance
 from .sensitivity import measure_sensitivity
@@ -48,6 +48,8 @@ def profile_model(
     config: Any = None,
     lrp_target: str | int = "pred",
     lrp_epsilon: float = DEFAULT_EPSILON,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    metadata: dict[str, Any] | None = None,
 ):
     """Profile `model` on `calib_data` and return an `allocator.Profile`.
 
@@ -64,6 +66,13 @@ def profile_model(
     * metadata: model class and name, calibration size, input shape, seed, library version,
       quant config, LRP target, timings.
 
+    `batch_size` images at a time go through the network (LRP and sensitivity; None: the
+    batches as given), so memory does not grow with the calibration set; the profile agrees
+    across batch sizes to float rounding (calibration statistics do not depend on it). Work runs
+    on the model's device. Under torchrun the LRP batches and the sensitivity layers are shared
+    out between the processes and every process returns the same profile. `metadata` entries
+    (e.g. where the weights came from) are added to the profile's metadata.
+
     `config` is a `quant.QuantConfig` (default one if None). `seed` seeds torch before each
     stage (in a forked RNG scope: the caller's random state is left as it was), so repeated
     calls give identical profiles. `model` is not modified.
@@ -75,7 +84,7 @@ def profile_model(
     if pin_first_last is not None and bits_defect(pin_first_last, "pin_first_last"):
         raise ValueError(f"{bits_defect(pin_first_last, 'pin_first_last')}, or None (no pin)")
     config = QuantConfig() if config is None else config
-    calib = as_calib_set(calib_data)
+    calib = as_calib_set(calib_data, batch_size)
     was_training = model.training
     model.eval()
     timings: dict[str, float] = {}
@@ -92,7 +101,8 @@ def profile_model(
         if importance:
             torch.manual_seed(seed)
             t = time.perf_counter()
-            imp = lrp_importance(model, calib, sites, target=lrp_target, epsilon=lrp_epsilon).importance
+            imp = lrp_importance(model, calib, sites, target=lrp_target, epsilon=lrp_epsilon,
+                                 batch_size=batch_size, verbose=verbose).importance
             timings["lrp_s"] = time.perf_counter() - t
 
         w_table = a_table = None
@@ -100,13 +110,13 @@ def profile_model(
             torch.manual_seed(seed)
             t = time.perf_counter()
             qmodel = prepare(model, config)
-            calibrate(qmodel, calib.images)
+            calibrate(qmodel, calib.all_images())  # its own fixed batching: independent of batch_size
             timings["calibrate_s"] = time.perf_counter() - t
             sens = measure_sensitivity(
                 qmodel, calib, bits=bits, metric=metric, baseline_bits=baseline_bits,
                 weight=weight, activation=activation, checkpoint=checkpoint,
                 fingerprint_extra={"quant_config": _jsonable(config), "seed": seed},
-                verbose=verbose,
+                verbose=verbose, batch_size=batch_size,
             )
             timings["sensitivity_s"] = sens.seconds
             if sens.names != [s.name for s in sites]:
@@ -138,7 +148,9 @@ def profile_model(
         "lrp_target": lrp_target if importance else None,
         "lrp_epsilon": lrp_epsilon if importance else None,
         "pinned_bits": pin_first_last,
+        "batch_size": batch_size,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        **(metadata or {}),
     }
     return Profile(
         layers=layers, bits=tuple(int(b) for b in bits), importance=imp,

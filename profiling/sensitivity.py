@@ -8,16 +8,20 @@ input activations) to ``b`` bits with quant's calibrated quantizers (`quant.prep
 activation sensitivity is measured (``set_bits(None, b)`` quantizes both operands).
 
 Cost: a layer inside transformer unit ``k`` cannot change anything before unit ``k``, so the
-tensors entering each unit are cached once (under the baseline) and each (layer, bits) pair
-re-runs only units ``k..`` and the head (`profiling._chain`). Layers before the first unit
-(patch embedding) re-run everything; layers after the last (heads) re-run only the head.
+tensor entering unit ``k`` is computed once per batch (under the baseline) and each (layer,
+bits) pair re-runs only units ``k..`` and the head (`profiling._chain`). Layers before the first
+unit (patch embedding) re-run everything; layers after the last (heads) re-run only the head.
+
+Memory: one calibration batch (``batch_size`` images) and one unit input at a time
+(`profiling._sweep`), whatever the calibration set's size. Inputs go to the model's device.
 
 Resumable: with a checkpoint path, each finished layer is written atomically; a rerun reuses
 finished layers and refuses a checkpoint made under other conditions (`profiling.checkpoint`).
+Under torchrun the layers are shared out between the processes, whose rows are merged so that
+every process returns the same tables (`profiling._shards`).
 """
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,13 +31,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 from allocator.bits import BITS_RANGE_TEXT, bits_defect
+from quant import dist
+from quant.device import model_device
 from quant.digest import module_digest
-from tqdm.auto import tqdm
+from quant.progress import Progress
 
 from ._chain import Chain, find_chain
-from ._data import CalibSet, as_calib_set
+from ._data import DEFAULT_BATCH_SIZE, as_calib_set
+from ._shards import PartCheckpoints
+from ._sweep import baseline_logits, group_cost, group_layers, sweep
 from .checkpoint import SensitivityCheckpoint
-from .metrics import check_metric, needs_labels, per_sample_damage
+from .metrics import check_metric, needs_labels
 
 __all__ = ["SensitivityResult", "measure_sensitivity"]
 
@@ -54,11 +62,6 @@ class SensitivityResult:
     setup_cpu_seconds: float   # process CPU time of the setup
     pairs: int                 # (site, bits) evaluations run in this call
     cached: bool               # whether the suffix cache was used
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _check_bits(bits: Sequence[int], baseline_bits: int | None) -> tuple[int, ...]:
@@ -88,12 +91,15 @@ def measure_sensitivity(
     cache: bool = True,
     verbose: bool = True,
     sites: Sequence[str] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> SensitivityResult:
     """Sensitivity tables of a prepared and calibrated model (`quant.prepare` + `quant.calibrate`).
 
     `sites` restricts the measurement to those site names (rows of other sites are 0); it
     exists for benchmarks and debugging. `cache=False` re-runs the whole network for every pair
     (the reference the cached path is tested against). The site bits of `qmodel` are restored.
+    `batch_size` images go through the network at a time (None: the batches as given); the
+    tables agree across batch sizes to float rounding.
     """
     from quant import quant_sites
 
@@ -101,7 +107,7 @@ def measure_sensitivity(
     check_metric(metric)
     if not (weight or activation):
         raise ValueError("weight=False and activation=False: nothing to measure")
-    calib = calib_data if isinstance(calib_data, CalibSet) else as_calib_set(calib_data)
+    calib = as_calib_set(calib_data, batch_size)
     labels = calib.require_labels(f"metric={metric!r}") if needs_labels(metric) else calib.labels
     qsites = quant_sites(qmodel)
     names = list(qsites)
@@ -121,30 +127,39 @@ def measure_sensitivity(
         "weight": bool(weight),
         "activation": bool(activation),
         "data_hash": calib.fingerprint(),
+        "batch_size": batch_size,
         **(fingerprint_extra or {}),
     }
     ckpt = SensitivityCheckpoint(checkpoint, fingerprint)
+    rank, world_size = dist.world()
+    parts = PartCheckpoints(checkpoint, fingerprint, ckpt) if world_size > 1 else None
 
-    device, was_training = _device(qmodel), qmodel.training
+    device, was_training = model_device(qmodel), qmodel.training
     saved_bits = {n: (s.w_bits, s.a_bits) for n, s in qsites.items()}
     base = (baseline_bits, baseline_bits)
     B = len(bits)
+
+    def settings(name: str) -> list[tuple[str, int | None, int | None]]:
+        out = []
+        if weight and qsites[name].kind != "matmul":
+            out += [("weight", b, base[1]) for b in bits]
+        if activation:
+            out += [("act", base[0], b) for b in bits]
+        return out
+
     todo = [n for n in measured if n not in ckpt.done]
-    n_pairs = sum((B if weight and qsites[n].kind != "matmul" else 0) + (B if activation else 0)
-                  for n in todo)
     t0, c0 = time.perf_counter(), time.process_time()
     setup = setup_cpu = 0.0
     chain = find_chain(qmodel) if cache else None
+    n_pairs = 0
     try:
         qmodel.eval()
         for s in qsites.values():
             s.set_bits(*base)
         with torch.no_grad():
-            xs = [x.to(device) for x in calib.images]
-            ys = None if labels is None else [y.to(device) for y in labels]
             if todo:
-                base_logits, caches = _baseline(qmodel, chain, xs)
-                if chain is not None and not _chain_reproduces(chain, xs[0], caches[0], base_logits[0]):
+                base_logits = baseline_logits(qmodel, calib, device)
+                if chain is not None and not _chain_reproduces(chain, calib.images[0].to(device), base_logits[0]):
                     warnings.warn(
                         f"{type(qmodel).__name__}: re-running from a cached block does not reproduce "
                         "the full forward pass; falling back to full re-evaluation per pair",
@@ -152,32 +167,22 @@ def measure_sensitivity(
                     )
                     chain = None
                 starts = chain.positions(names) if chain is not None else [-1] * len(names)
-                start_of = dict(zip(names, starts))
+                groups = group_layers(todo, dict(zip(names, starts)))
+                n_units = len(chain) if chain is not None else 0
+                groups = dist.shard(groups, [group_cost(g, n_units, lambda n: len(settings(n))) for g in groups])
+                n_pairs = sum(len(settings(n)) for g in groups for n in g.names)
                 setup, setup_cpu = time.perf_counter() - t0, time.process_time() - c0
-            bar = tqdm(total=n_pairs, desc="sensitivity", unit="pair", leave=False,
-                       disable=not verbose or not sys.stderr.isatty())
-            for name in todo:
-                site = qsites[name]
-                k = start_of[name]
 
-                def damage(w_bits: int | None, a_bits: int | None) -> float:
-                    site.set_bits(w_bits, a_bits)
-                    total = 0.0
-                    for i, x in enumerate(xs):
-                        logits = chain.run_from(x, k, caches[i]) if chain is not None else qmodel(x)
-                        y = None if ys is None else ys[i]
-                        total += float(per_sample_damage(metric, logits, base_logits[i], y).sum())
-                    site.set_bits(*base)
-                    bar.update(1)
-                    return total / calib.size
+                def record(name: str, rows: dict[str, list[float]]) -> None:
+                    w_row = None if not weight else rows.get("weight", [0.0] * B)
+                    (parts or ckpt).record(name, w_row, rows.get("act") if activation else None)
 
-                w_row = a_row = None
-                if weight:
-                    w_row = [0.0] * B if site.kind == "matmul" else [damage(b, base[1]) for b in bits]
-                if activation:
-                    a_row = [damage(base[0], b) for b in bits]
-                ckpt.record(name, w_row, a_row)
-            bar.close()
+                with Progress(n_pairs * len(calib.images), "sensitivity", "layer x bits x batch",
+                              enabled=verbose) as progress:
+                    sweep(qmodel, qsites, groups, chain, calib, labels, base_logits, device, settings, metric,
+                          record, progress)
+        if parts is not None:
+            parts.merge()
     finally:
         for n, s in qsites.items():
             s.set_bits(*saved_bits[n])
@@ -197,23 +202,7 @@ def measure_sensitivity(
     )
 
 
-def _baseline(qmodel: nn.Module, chain: Chain | None, xs: list[torch.Tensor]
-              ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-    """Baseline logits per batch, and (with a chain) the tensors entering each unit."""
-    logits, caches = [], []
-    for x in xs:
-        if chain is None:
-            logits.append(qmodel(x))
-            caches.append([])
-        else:
-            out, cache = chain.capture(x)
-            logits.append(out)
-            caches.append(cache)
-    return logits, caches
-
-
-def _chain_reproduces(chain: Chain, x: torch.Tensor, cache: list[torch.Tensor],
-                      base: torch.Tensor) -> bool:
+def _chain_reproduces(chain: Chain, x: torch.Tensor, base: torch.Tensor) -> bool:
     """Cheap self-check: re-running from the middle unit gives the baseline logits."""
     k = len(chain) // 2
-    return bool(torch.allclose(chain.run_from(x, k, cache), base, rtol=1e-4, atol=1e-5))
+    return bool(torch.allclose(chain.run_from(x, k, chain.input_of(x, k)), base, rtol=1e-4, atol=1e-5))

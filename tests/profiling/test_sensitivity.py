@@ -8,7 +8,7 @@ import pytest
 import torch
 from quant import calibrate, prepare, quant_sites
 
-import profiling.sensitivity as sensitivity_module
+import profiling._sweep as sweep_module
 from profiling import CalibrationDataError, CheckpointMismatchError, measure_sensitivity
 
 from _profiling_fixtures import BUILDERS, images, labels
@@ -87,7 +87,7 @@ def test_resume_from_partial_checkpoint_is_identical(tmp_path, monkeypatch):
     full = measure_sensitivity(q, x, bits=BITS, verbose=False)
 
     calls = {"n": 0}
-    real = sensitivity_module.per_sample_damage
+    real = sweep_module.per_sample_damage
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -95,10 +95,10 @@ def test_resume_from_partial_checkpoint_is_identical(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sensitivity_module, "per_sample_damage", flaky)
+    monkeypatch.setattr(sweep_module, "per_sample_damage", flaky)
     with pytest.raises(KeyboardInterrupt):
         measure_sensitivity(q, x, bits=BITS, verbose=False, checkpoint=str(path))
-    monkeypatch.setattr(sensitivity_module, "per_sample_damage", real)
+    monkeypatch.setattr(sweep_module, "per_sample_damage", real)
 
     partial = json.loads(path.read_text())  # a complete, valid file despite the interruption
     assert 0 < len(partial["done"]) < len(full.names)
