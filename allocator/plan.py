@@ -30,8 +30,10 @@ _TOTALS_RTOL = 1e-9
 class Plan:
     """Per-layer weight and activation bits plus totals and provenance.
 
-    ``w_bits``/``a_bits`` map layer name -> bits (matmul layers have ``w == a``); ``layers``
-    gives the order. ``avg_w_bits`` is parameter-weighted (pinned layers included),
+    ``w_bits``/``a_bits`` map layer name -> bits (matmul layers have ``w == a``); ``names``
+    gives the order (as ``profile.names`` does; ``layer_info`` holds the ``LayerInfo`` rows, as
+    ``profile.layers`` does). ``avg_w_bits`` is parameter-weighted (pinned layers included),
+    ``avg_a_bits`` MAC-weighted (activation bits cost where the MACs are),
     ``size_bytes`` = sum params * w / 8, ``bops`` = sum macs * w * a. ``costs`` holds totals of
     the profile's custom cost tables (e.g. latency) where computable. ``objective``/``bound``
     are in the objective's units (None for a hand-made plan whose objective is unknown).
@@ -83,7 +85,7 @@ class Plan:
 
     # -- totals -----------------------------------------------------------------------------
     @property
-    def layers(self) -> list[str]:
+    def names(self) -> list[str]:
         """Layer names in forward order."""
         return [layer.name for layer in self.layer_info]
 
@@ -95,6 +97,12 @@ class Plan:
     @property
     def avg_w_bits(self) -> float:
         return self.totals["avg_w_bits"]
+
+    @property
+    def avg_a_bits(self) -> float:
+        """MAC-weighted average activation bits (0 for a plan without MACs)."""
+        macs = sum(layer.macs for layer in self.layer_info)
+        return sum(layer.macs * self.a_bits[layer.name] for layer in self.layer_info) / macs if macs else 0.0
 
     @property
     def size_bytes(self) -> float:
@@ -142,9 +150,9 @@ class Plan:
 
     def check_matches(self, profile: Profile) -> None:
         """Raise PlanError unless the plan covers exactly the profile's layers, in order."""
-        if self.layers != profile.names:
-            missing = sorted(set(profile.names) - set(self.layers))
-            extra = sorted(set(self.layers) - set(profile.names))
+        if self.names != profile.names:
+            missing = sorted(set(profile.names) - set(self.names))
+            extra = sorted(set(self.names) - set(profile.names))
             raise PlanError(
                 "plan and profile have different layers "
                 f"(missing from plan: {missing[:5]}, not in profile: {extra[:5]}"

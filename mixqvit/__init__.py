@@ -1,9 +1,10 @@
 """mixqvit: the application layer of the Mix-QViT toolkit (CLI, end-to-end pipeline, demo).
 
-    from mixqvit import load_model, load_calibration, load_test, profile_model, evaluate
+    from mixqvit import load_model, load_calibration, load_test, profile_loaded, evaluate_top1
     loaded = load_model("fmnist_vit")                  # or a timm name, or a checkpoint path
     calib = load_calibration(loaded, data=None, n=256)  # Fashion-MNIST by default
-    profile = profile_model(loaded, calib, bits=(2, 3, 4, 6, 8))
+    profile = profile_loaded(loaded, calib, bits=(2, 3, 4, 6, 8))
+    top1 = evaluate_top1(loaded.model, load_test(loaded, data=None))
 
 or from a shell: ``mixqvit demo``, ``mixqvit profile|solve|compare|quantize|qat|train --help``.
 
@@ -26,15 +27,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare source tr
 
 # public name -> submodule that defines it (imported lazily, see module docstring)
 _LAZY = {
-    "load_model": "pipeline",
-    "save_checkpoint": "pipeline",
-    "load_calibration": "pipeline",
-    "load_test": "pipeline",
-    "evaluate": "pipeline",
-    "profile_model": "pipeline",
-    "solve_budgets": "pipeline",
-    "quantize_model": "pipeline",
-    "PlanSwitcher": "pipeline",
+    "LoadedModel": "loading",
+    "load_model": "loading",
+    "save_checkpoint": "loading",
+    "save_quantized": "loading",
+    "EvalData": "datasets",
+    "load_calibration": "datasets",
+    "load_test": "datasets",
+    "evaluate_top1": "evaluation",
+    "profile_loaded": "evaluation",
     "run_demo": "demo",
     "Table": "report",
     "Column": "report",

@@ -35,7 +35,10 @@ from typing import Any, Sequence
 
 import torch
 
-from . import pipeline
+from .datasets import load_calibration, load_test
+from .evaluation import evaluate_top1, profile_loaded
+from .loading import load_model
+from .timing import Timer
 from .errors import OptionError
 from .plots import plot_accuracy_vs_size, plot_bit_allocation, plot_profile_heatmaps
 from .report import Table, demo_table
@@ -78,28 +81,30 @@ def _check_not_larger(mixed, uniform, label: str) -> None:
 def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, data: str | None,
                bits: Sequence[int], budgets: Sequence[int], solver: str, seed: int,
                verbose: bool) -> tuple[list[dict[str, Any]], list[Path]]:
-    from allocator import Plan
+    from allocator import Plan, solve
+    from profiling import joint_damage
+    from quant import PlanSwitcher
 
     files: list[Path] = []
-    loaded = pipeline.load_model(spec)
+    loaded = load_model(spec)
     name = loaded.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    calib = pipeline.load_calibration(loaded, data, calib_n, seed)
-    test = pipeline.load_test(loaded, data, test_limit)
+    calib = load_calibration(loaded, data, calib_n, seed)
+    test = load_test(loaded, data, test_limit)
     _log(verbose, f"[{name}] calibration: {len(calib[0])} images; test: {test.description}")
 
-    with pipeline.Timer() as t:
-        acc_float = pipeline.evaluate(loaded.model, test, verbose=verbose, desc=f"{name} float")
+    with Timer() as t:
+        acc_float = evaluate_top1(loaded.model, test, verbose=verbose, desc=f"{name} float")
     _log(verbose, f"[{name}] float top-1 {acc_float:.4f} ({t.seconds:.0f} s)")
 
-    with pipeline.Timer() as t:
-        profile = pipeline.profile_model(loaded, calib, bits, verbose=verbose, seed=seed)
+    with Timer() as t:
+        profile = profile_loaded(loaded, calib, bits=bits, verbose=verbose, seed=seed)
     _log(verbose, f"[{name}] profiled {len(profile.layers)} layers at bits {list(profile.bits)} in {t.seconds:.0f} s")
     model_dir = out_dir / slug
     model_dir.mkdir(parents=True, exist_ok=True)
     files.append(profile.save(model_dir / "profile.json"))
 
-    switcher = pipeline.PlanSwitcher(loaded.model, calib[0], verbose=False)
+    switcher = PlanSwitcher(loaded.model, calib[0])
     with torch.no_grad():
         float_logits = loaded.model.eval()(calib[0])
     rows: list[dict[str, Any]] = [{
@@ -113,19 +118,20 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
         uniform = Plan.uniform(profile, w_bits=b, a_bits=b)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
-            mixed = pipeline.solve_budgets(profile, [_mixed_budget(uniform)], solver=solver,
-                                           pinned={name: None for name in uniform.pinned})[0]
+            mixed = solve(profile, budget=_mixed_budget(uniform), solver=solver,
+                          pinned={name: None for name in uniform.pinned})
         _check_not_larger(mixed, uniform, label)
-        kl_mixed, kl_uniform = pipeline.joint_damage(switcher, [mixed, uniform], calib[0], float_logits)
+        kl_mixed, kl_uniform = joint_damage(switcher, [mixed, uniform], calib[0], float_logits)
         source, solved_by = "ILP optimum", (mixed.solver, mixed.solve_time_s)
         if kl_uniform < kl_mixed:  # the additive model misjudged this budget: keep the better plan
             mixed, kl_mixed, source = uniform, kl_uniform, "uniform (lower calib KL)"
         calib_kl = {"uniform": kl_uniform, "mixed": kl_mixed}
         files.append(mixed.save(model_dir / f"plan_mixed_{label}.json"))
         for method, plan, bucket in (("uniform", uniform, uniform_rows), ("mixed", mixed, mixed_rows)):
-            with pipeline.Timer() as t:
-                acc = pipeline.evaluate(switcher.apply(plan), test, verbose=verbose, desc=f"{name} {method} {label}")
-            stats = pipeline.plan_stats(plan)
+            with Timer() as t:
+                acc = evaluate_top1(switcher.apply(plan), test, verbose=verbose, desc=f"{name} {method} {label}")
+            stats = {"avg_w_bits": plan.avg_w_bits, "avg_a_bits": plan.avg_a_bits, "size_mb": plan.size_bytes / 1e6,
+                     "gbops": plan.bops / 1e9}
             bucket.append({
                 "model": name, "method": method, "budget": label if method == "uniform" else f"<= {label}",
                 **stats, "top1": acc, "calib_kl": calib_kl[method],
@@ -137,7 +143,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
             _log(verbose, f"[{name}] {method:7s} {label}: top-1 {acc:.4f}, {stats['avg_w_bits']:.2f} avg W bits, "
                           f"{stats['size_mb']:.4f} MB, {stats['gbops']:.3f} GBOPs ({t.seconds:.0f} s)")
         allocations[f"{label} budget: mixed plan ({mixed.solver}, avg W {mixed.avg_w_bits:.2f} bits)"] = (
-            [mixed.w_bits[n] for n in mixed.layers], [mixed.a_bits[n] for n in mixed.layers])
+            [mixed.w_bits[n] for n in mixed.names], [mixed.a_bits[n] for n in mixed.names])
     rows += uniform_rows + mixed_rows
 
     files.append(plot_bit_allocation(profile.names, allocations, out_dir / f"{slug}_bit_allocation.png",
@@ -156,7 +162,7 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
              out_dir: str | os.PathLike = "report", data: str | None = None,
              bits: Sequence[int] = DEFAULT_BITS, budgets: Sequence[int] = DEFAULT_BUDGETS,
              solver: str = "auto", seed: int = 0, verbose: bool = True) -> DemoResult:
-    """Run the demo on ``models`` (None = all shipped models; any name `pipeline.load_model` accepts).
+    """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts).
 
     Prints the table and returns it with the list of files written under ``out_dir``:
     ``demo.json``/``demo.md`` (the table), and per model ``<model>/profile.json``,

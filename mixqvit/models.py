@@ -163,15 +163,14 @@ def load_shipped(name: str, directory: str | os.PathLike | None = None) -> tuple
     for p in (weights, info_path):
         if not p.is_file():
             raise FileNotFoundError(
-                f"trained model file {p} not found; train it with `python -m mixqvit.train {name}`"
-                + (f" --out-dir {p.parent}" if directory is not None else "")
+                f"trained model file {p} not found; train it with `mixqvit train {name} --out-dir {p.parent}`"
             )
     info = json.loads(info_path.read_text())
     expected = _config(name).to_dict()
     if info.get("model") != expected:
         raise ValueError(
             f"{info_path} describes architecture {info.get('model')} but the code builds {expected}; "
-            f"retrain with `python -m mixqvit.train {name}`"
+            f"retrain with `mixqvit train {name} --out-dir {info_path.parent} --force`"
         )
     model = build_model(name)
     model.load_state_dict(load_file(str(weights)), strict=True)

@@ -24,7 +24,6 @@ runs with the same seed, thread count and library versions produce the same weig
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -38,21 +37,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from allocator.atomic import write_bytes, write_json
+
 from .data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
-from .models import ASSETS_DIR, MODEL_CONFIGS, build_model, count_parameters, load_shipped, shipped_paths
+from .datasets import EvalData
+from .evaluation import evaluate_top1
+from .models import MODEL_CONFIGS, build_model, count_parameters, load_shipped, shipped_paths
 
 __all__ = [
     "RECIPES",
     "TeacherTargets",
     "TrainConfig",
-    "add_train_arguments",
+    "CheckpointExistsError",
     "augment",
-    "evaluate",
     "fit",
     "lr_at",
-    "run_train",
     "train_model",
 ]
+
+
+class CheckpointExistsError(FileExistsError):
+    """The output directory already holds a checkpoint of this model and replacing it was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -158,17 +162,9 @@ class TeacherTargets:
             return self.teacher(x)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in eval mode, in fixed batches (the batch size is recorded with results)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(images))
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Top-1 in fixed batches (the batch size is recorded with the results)."""
+    return evaluate_top1(model, EvalData(images, labels), batch_size=batch_size, verbose=False)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -298,7 +294,7 @@ def fit(
             }
             if monitor is not None:
                 t_eval = time.perf_counter()
-                record["test_acc"] = evaluate(model, monitor[0], monitor[1], cfg.eval_batch_size)
+                record["test_acc"] = _accuracy(model, monitor[0], monitor[1], cfg.eval_batch_size)
                 record["eval_s"] = time.perf_counter() - t_eval
             history.append(record)
             if verbose:
@@ -335,11 +331,13 @@ def _resolve_teacher(teacher: str | nn.Module | None, cfg: TrainConfig, out_dir:
 
 def train_model(
     name: str,
+    *,
+    out_dir: str | os.PathLike,
+    force: bool = False,
     data_root: str | os.PathLike | None = None,
     epochs: int | None = None,
     seed: int = 0,
     threads: int = 1,
-    out_dir: str | os.PathLike | None = None,
     teacher: str | nn.Module | None = None,
     verbose: bool = True,
     overrides: dict[str, Any] | None = None,
@@ -350,8 +348,10 @@ def train_model(
 ) -> dict[str, Any]:
     """Train a demo model, measure its test accuracy, save weights and info; return the info.
 
-    Writes ``<out_dir>/<name>.safetensors`` and ``<out_dir>/<name>.json`` atomically
-    (``out_dir`` defaults to the package's ``assets/models``). ``threads`` sets torch's CPU threads
+    Writes ``<out_dir>/<name>.safetensors`` and ``<out_dir>/<name>.json`` atomically. There is no
+    default ``out_dir`` (a default inside the installed package once overwrote the shipped
+    checkpoints), and an existing checkpoint there is replaced only with ``force=True``
+    (:class:`CheckpointExistsError` otherwise), checked before any training. ``threads`` sets torch's CPU threads
     for the run (restored afterwards). ``teacher`` (distilled recipes only) is a model name, looked
     up first in ``out_dir`` then in the shipped assets, or a module; by default the recipe's.
     ``overrides`` replaces fields of the recipe's :class:`TrainConfig`. ``train_limit``,
@@ -368,7 +368,12 @@ def train_model(
         cfg = replace(cfg, **overrides)
     if isinstance(teacher, str):
         cfg = replace(cfg, teacher=teacher)  # the info json records the teacher actually used
-    out = Path(out_dir) if out_dir is not None else ASSETS_DIR
+    out = Path(out_dir)
+    existing = [p for p in shipped_paths(name, out) if p.exists()]
+    if existing and not force:
+        raise CheckpointExistsError(
+            f"{existing[0]} exists; training would replace it. Pass force=True (`mixqvit train --force`) to "
+            "replace it, or choose another output directory")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     old_threads = torch.get_num_threads()
@@ -405,8 +410,8 @@ def train_model(
         train_time = sum(r["time_s"] for r in history)
         train_cpu = sum(r["cpu_s"] for r in history)
         t1 = time.perf_counter()
-        test_acc = evaluate(model, test_x, test_y, cfg.eval_batch_size)
-        first500 = evaluate(model, test_x[:500], test_y[:500], cfg.eval_batch_size)
+        test_acc = _accuracy(model, test_x, test_y, cfg.eval_batch_size)
+        first500 = _accuracy(model, test_x[:500], test_y[:500], cfg.eval_batch_size)
         eval_time = time.perf_counter() - t1
     finally:
         torch.set_num_threads(old_threads)
@@ -458,42 +463,3 @@ def train_model(
             f"trained in {train_time / 60:.1f} min; wrote {weights_path} and {info_path}"
         )
     return info
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``train`` options to a parser (used by ``python -m mixqvit.train`` and the CLI)."""
-    parser.add_argument("model", choices=list(RECIPES), help="demo model to train")
-    parser.add_argument("--data", default=None, help="Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out-dir", default=None, help="where to write <model>.safetensors/.json (default: package assets)")
-    parser.add_argument("--teacher", default=None, help="teacher model name for distilled recipes (default: the recipe's)")
-    parser.add_argument("--monitor", action="store_true", help="measure test accuracy after every epoch")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    return parser
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Run :func:`train_model` from parsed arguments; return a process exit code."""
-    train_model(
-        args.model,
-        data_root=args.data,
-        epochs=args.epochs,
-        seed=args.seed,
-        threads=args.threads,
-        out_dir=args.out_dir,
-        teacher=args.teacher,
-        verbose=not args.quiet,
-        monitor=args.monitor,
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_train_arguments(argparse.ArgumentParser(prog="python -m mixqvit.train", description="Train a demo model."))
-    return run_train(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import Budget, LayerInfo, Plan, Profile
-from mixqvit.cli import main, parse_budget, parse_budget_list
+from mixqvit.argtypes import parse_budget, parse_budget_list
+from mixqvit.cli import main
 from mixqvit.errors import BudgetParseError
 
 BITS = (2, 3, 4, 6, 8)
@@ -56,7 +57,7 @@ def test_solve_writes_a_plan_within_budget(profile_path, tmp_path, capsys):
     assert "blocks.1.mlp.fc1" in stdout and "pinned" in stdout and f"wrote {out}" in stdout
     plan = Plan.load(out)
     profile = Profile.load(profile_path)
-    assert plan.layers == profile.names
+    assert plan.names == profile.names
     assert plan.avg_w_bits <= 4 + 1e-9
     uniform_bops = sum(l.macs * 16 for l in profile.layers)
     assert plan.bops <= uniform_bops * (1 + 1e-9)

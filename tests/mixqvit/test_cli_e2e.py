@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from allocator import Plan, Profile
-from mixqvit import pipeline
+from mixqvit.datasets import load_calibration, load_test
+from mixqvit.evaluation import evaluate_top1
+from mixqvit.loading import load_model, save_checkpoint
+from quant import quantize
 from mixqvit.cli import main
 from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
 
@@ -42,7 +45,7 @@ def test_profile_solve_quantize_eval(image_folder, tmp_path, capsys):
 
     assert main(["solve", str(prof_path), "--budget", "6", "--out", str(plan_path)]) == 0
     plan = Plan.load(plan_path)
-    assert plan.layers == profile.names
+    assert plan.names == profile.names
     assert plan.avg_w_bits <= 6 + 1e-9
     assert plan.bops <= sum(l.macs * 36 for l in profile.layers) * (1 + 1e-9)
     capsys.readouterr()
@@ -57,10 +60,10 @@ def test_profile_solve_quantize_eval(image_folder, tmp_path, capsys):
     assert 0.0 <= acc_q <= 1.0 and 0.0 <= acc_f <= 1.0
     # the saved quantized model reloads and computes what a fresh quantization with the plan does
     # (an untrained timm model is seeded, so every command sees the same weights)
-    loaded = pipeline.load_model(ARCH, model_kwargs=TINY)
-    assert torch.equal(loaded.model.head.weight, pipeline.load_model(ARCH, model_kwargs=TINY).model.head.weight)
-    calib = pipeline.load_calibration(loaded, image_folder, 12)
-    fresh = pipeline.quantize_model(loaded.model, plan, calib[0])
+    loaded = load_model(ARCH, model_kwargs=TINY)
+    assert torch.equal(loaded.model.head.weight, load_model(ARCH, model_kwargs=TINY).model.head.weight)
+    calib = load_calibration(loaded, image_folder, 12)
+    fresh = quantize(loaded.model, plan, calib[0])
     qmodel = torch.load(q_path, weights_only=False)
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(qmodel(x), fresh(x))
@@ -78,7 +81,7 @@ def test_shipped_vit_profile_solve_quantize_eval_on_fashion_mnist(tmp_path, caps
     capsys.readouterr()
     assert main(["solve", str(prof_path), "--budget", "4", "--out", str(plan_path)]) == 0
     plan = Plan.load(plan_path)
-    assert plan.layers == profile.names and plan.avg_w_bits <= 4 + 1e-9
+    assert plan.names == profile.names and plan.avg_w_bits <= 4 + 1e-9
     assert plan.bops <= sum(l.macs * 16 for l in profile.layers) * (1 + 1e-9)
     capsys.readouterr()
     assert main(["quantize", "--model", "fmnist_vit", "--plan", str(plan_path), "--calib", "32", "--eval",
@@ -86,22 +89,22 @@ def test_shipped_vit_profile_solve_quantize_eval_on_fashion_mnist(tmp_path, caps
     out = capsys.readouterr().out
     match = re.search(r"top-1 on Fashion-MNIST test, 500 images .*: quantized ([0-9.]+), float ([0-9.]+)", out)
     assert match, out
-    recorded = pipeline.load_model("fmnist_vit").info["test_accuracy_first500"]
+    recorded = load_model("fmnist_vit").info["test_accuracy_first500"]
     assert float(match.group(2)) == pytest.approx(recorded, abs=1e-4)
     assert abs(float(match.group(1)) - recorded) <= 0.03  # a 4-bit budget on 32 calibration images
 
 
 def test_checkpoint_paths_load_the_same_model(image_folder, tmp_path, capsys):
-    loaded = pipeline.load_model(ARCH, model_kwargs=TINY)
-    ckpt = pipeline.save_checkpoint(loaded.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+    loaded = load_model(ARCH, model_kwargs=TINY)
+    ckpt = save_checkpoint(loaded.model, tmp_path / "tiny.safetensors", ARCH, TINY)
     torch.save({"arch": ARCH, "model_kwargs": TINY, "state_dict": loaded.model.state_dict()}, tmp_path / "tiny.pt")
     x = torch.randn(4, 3, 16, 16)
     for path in (ckpt, tmp_path / "tiny.pt"):
-        again = pipeline.load_model(str(path))
+        again = load_model(str(path))
         assert again.input_size == (3, 16, 16) and again.source == "checkpoint"
         assert torch.equal(again.model(x), loaded.model.eval()(x))
-    test = pipeline.load_test(loaded, image_folder)
-    expected = pipeline.evaluate(loaded.model, test, verbose=False)
+    test = load_test(loaded, image_folder)
+    expected = evaluate_top1(loaded.model, test, verbose=False)
     assert main(["quantize", "--model", str(ckpt), "--data", str(image_folder), "--calib", "6", "--plan", "W8A8",
                  "--eval", "--float", "--quiet"]) == 0
     assert f"float {expected:.4f}" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""`mixqvit qat` (mixqvit.qat_command): parse, train, evaluate, write outputs, resume, refuse a
+"""`mixqvit qat` (mixqvit.commands.qat): parse, train, evaluate, write outputs, resume, refuse a
 foreign checkpoint with a one-line error. Tiny random-init timm ViT on a synthetic ImageFolder."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mixqvit.errors import InputFileError
-from mixqvit.qat_command import add_qat_arguments, run_qat
+from mixqvit.commands.qat import add_arguments, run
 from mixqvit_test_helpers import TINY, write_image_folder
 
 
@@ -19,7 +19,9 @@ def image_folder(tmp_path_factory):
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return add_qat_arguments(argparse.ArgumentParser(prog="mixqvit qat")).parse_args(list(argv))
+    parser = argparse.ArgumentParser(prog="mixqvit qat")
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
 
 
 def test_qat_command_trains_evaluates_writes_and_resumes(image_folder, tmp_path, capsys):
@@ -28,17 +30,17 @@ def test_qat_command_trains_evaluates_writes_and_resumes(image_folder, tmp_path,
               "--checkpoint", str(tmp_path / "qat.ckpt"), "--quiet"]
     args = parse(*common, "--eval", "--float", "--history", str(tmp_path / "h.json"), "--out", str(tmp_path / "q.pt"))
     assert args.kd_weight == 0.5 and args.lr == 5e-4
-    assert run_qat(args) == 0
+    assert run(args) == 0
     out = capsys.readouterr().out
     assert "6 steps" in out and "top-1 on ImageFolder" in out and "float" in out
     history = json.loads((tmp_path / "h.json").read_text())
     assert [r["steps"] for r in history["history"]] == [3, 3] and 0.0 <= history["top1"] <= 1.0
     assert (tmp_path / "q.pt").stat().st_size > 0
 
-    assert run_qat(parse(*common)) == 0, "a finished checkpoint is resumed, not refused"
+    assert run(parse(*common)) == 0, "a finished checkpoint is resumed, not refused"
     assert "exists: resuming from it" in capsys.readouterr().out
     with pytest.raises(InputFileError, match="kd_weight: checkpoint 0.5 vs now 0.0"):
-        run_qat(parse(*common, "--kd-weight", "0"))
+        run(parse(*common, "--kd-weight", "0"))
 
 
 @pytest.mark.parametrize("bad", [["--kd-weight", "2"], ["--lr", "-1"], ["--epochs", "0"]])

@@ -16,7 +16,8 @@ from mixqvit.models import (
     load_shipped,
     shipped_paths,
 )
-from mixqvit.train import evaluate
+from mixqvit.datasets import EvalData
+from mixqvit.evaluation import evaluate_top1
 
 NAMES = ["fmnist_vit", "fmnist_deit", "fmnist_swin"]
 
@@ -74,12 +75,13 @@ def test_shipped_model_accuracy_is_reproduced(name, first500):
     assert not model.training
     assert info["n_test"] == 10000 and info["limits"] == {"train_limit": None, "test_limit": None, "max_steps": None}
     assert info["params"] == count_parameters(model)
-    assert evaluate(model, *first500, batch_size=info["eval_batch_size"]) == info["test_accuracy_first500"]
+    accuracy = evaluate_top1(model, EvalData(*first500), batch_size=info["eval_batch_size"], verbose=False)
+    assert accuracy == info["test_accuracy_first500"]
     assert info["test_accuracy"] > 0.85
 
 
 def test_load_shipped_missing_and_mismatched(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m mixqvit.train fmnist_vit"):
+    with pytest.raises(FileNotFoundError, match="mixqvit train fmnist_vit --out-dir"):
         load_shipped("fmnist_vit", tmp_path)
     weights, info_path = shipped_paths("fmnist_vit")
     shutil.copy(weights, tmp_path / weights.name)

@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixqvit.commands import train as train_command
 from mixqvit.data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
-from mixqvit.models import build_model, load_shipped
+from mixqvit.datasets import EvalData
+from mixqvit.evaluation import evaluate_top1
+from mixqvit.models import build_model, load_shipped, shipped_paths
 from mixqvit.train import (
     RECIPES,
+    CheckpointExistsError,
     TeacherTargets,
     TrainConfig,
-    add_train_arguments,
     augment,
-    evaluate,
     fit,
     lr_at,
     train_model,
@@ -134,9 +136,27 @@ def test_train_model_writes_loadable_files(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
     model, loaded = load_shipped("fmnist_vit", tmp_path)
     images, labels = load_fashion_mnist("test")
-    assert evaluate(model, images[:500], labels[:500]) == loaded["test_accuracy_first500"]
+    first500 = EvalData(images[:500], labels[:500])
+    assert evaluate_top1(model, first500, batch_size=500, verbose=False) == loaded["test_accuracy_first500"]
+    with pytest.raises(CheckpointExistsError, match="fmnist_vit.safetensors exists"):
+        train_model("fmnist_vit", out_dir=tmp_path, verbose=False, max_steps=1)
     with pytest.raises(ValueError, match="does not distill"):
-        train_model("fmnist_vit", teacher="fmnist_vit", out_dir=tmp_path, verbose=False, max_steps=1)
+        train_model("fmnist_vit", teacher="fmnist_vit", out_dir=tmp_path, force=True, verbose=False, max_steps=1)
+
+
+def test_train_command_never_touches_the_shipped_checkpoints(tmp_path, monkeypatch, capsys):
+    """`mixqvit train NAME` with defaults writes under ./models, and refuses to replace without --force."""
+    from mixqvit.cli import main
+
+    shipped = [p.read_bytes() for p in shipped_paths("fmnist_vit")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fmnist_vit.safetensors").write_bytes(b"mine")
+    assert main(["train", "fmnist_vit", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "fmnist_vit.safetensors exists" in err and "--force" in err and "Traceback" not in err
+    assert (tmp_path / "models" / "fmnist_vit.safetensors").read_bytes() == b"mine"
+    assert [p.read_bytes() for p in shipped_paths("fmnist_vit")] == shipped
 
 
 def test_a_teacher_override_is_what_the_info_records(tmp_path):
@@ -149,17 +169,21 @@ def test_a_teacher_override_is_what_the_info_records(tmp_path):
 def test_recipes_and_arguments():
     assert set(RECIPES) == {"fmnist_vit", "fmnist_deit", "fmnist_swin"}
     assert RECIPES["fmnist_deit"].distill == "hard" and RECIPES["fmnist_deit"].teacher == "fmnist_swin"
-    args = add_train_arguments(argparse.ArgumentParser()).parse_args(["fmnist_swin", "--epochs", "3", "--threads", "2"])
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(["fmnist_swin", "--epochs", "3", "--threads", "2"])
     assert (args.model, args.epochs, args.threads, args.data, args.seed) == ("fmnist_swin", 3, 2, None, 0)
+    assert args.out_dir == "models" and not args.force
+    assert set(train_command.TRAINABLE) == set(RECIPES)
     with pytest.raises(ValueError, match="distill must be"):
         TrainConfig(distill="medium")
     with pytest.raises(ValueError, match="unknown model"):
-        train_model("resnet", verbose=False)
+        train_model("resnet", out_dir="unused", verbose=False)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_shipped_checkpoints_were_trained_with_their_recipe(name):
-    """`python -m mixqvit.train NAME` with defaults retrains exactly what is shipped."""
+    """`mixqvit train NAME` with its recipe's defaults retrains exactly what is shipped."""
     _, info = load_shipped(name)
     recipe = RECIPES[name]
     assert info["epochs"] == recipe.epochs and info["seed"] == 0 and info["threads"] == 1

@@ -9,8 +9,6 @@ drawn the same way. The float model is the distillation teacher unless ``--teach
 another model, or ``--kd-weight 0`` turns distillation off. With ``--checkpoint`` an
 interrupted run started again with the same options resumes where it stopped.
 
-:func:`add_qat_arguments` fills a parser and :func:`run_qat` runs the parsed options; the
-``mixqvit`` CLI wires them as its ``qat`` subcommand.
 """
 from __future__ import annotations
 
@@ -18,73 +16,77 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_qat_arguments", "run_qat"]
+from ..argtypes import positive_float, positive_int, unit_interval
+from ..options import add_data_args, add_model_args, add_quiet_arg, out_path, read_plan
+
+HELP = "quantization-aware training of a plan (or W2A2) from its PTQ model"
+DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer step sizes (LSQ/LSQ+) with "
+               "distillation from the float model; optionally evaluate and save.")
 
 
-def add_qat_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``qat`` options to ``parser`` (model and data options as in ``mixqvit quantize``)."""
-    from .cli import _add_data_args, _add_model_args, _positive_float, _positive_int, _unit_interval
-
-    _add_model_args(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``qat`` options (model and data options as in ``mixqvit quantize``)."""
+    add_model_args(parser)
     parser.add_argument("--plan", required=True, help="plan JSON from `mixqvit solve`, or a uniform setting such as W2A2")
-    _add_data_args(parser, calib_default=256)
-    parser.add_argument("--train", type=_positive_int, default=10000, metavar="N",
+    add_data_args(parser, calib_default=256)
+    parser.add_argument("--train", type=positive_int, default=10000, metavar="N",
                         help="training images, class-balanced and seeded, held in memory (default 10000; "
                         "60000 is all of Fashion-MNIST)")
-    parser.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training images (default 1)")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--epochs", type=positive_int, default=1, help="passes over the training images (default 1)")
+    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                         help="stop after N optimiser steps (the learning-rate schedule spans them)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="training batch size (default 64)")
-    parser.add_argument("--lr", type=_positive_float, default=5e-4,
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default 64)")
+    parser.add_argument("--lr", type=positive_float, default=5e-4,
                         help="peak AdamW learning rate of the weights, cosine decay (default 5e-4); step sizes "
                         "get the LSQ-equivalent rates derived from it")
-    parser.add_argument("--kd-weight", type=_unit_interval, default=0.5,
+    parser.add_argument("--kd-weight", type=unit_interval, default=0.5,
                         help="weight alpha of distillation in (1-alpha)*CE + alpha*KD (default 0.5; 0 = labels only)")
-    parser.add_argument("--kd-temperature", type=_positive_float, default=2.0, help="distillation temperature (default 2)")
+    parser.add_argument("--kd-temperature", type=positive_float, default=2.0, help="distillation temperature (default 2)")
     parser.add_argument("--teacher", default=None,
                         help="distillation teacher, named like --model (default: the float model itself)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="checkpoint file: written every epoch (and --checkpoint-every steps); resumed from "
                         "when it exists and belongs to the same run")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                         help="also checkpoint every N steps")
     parser.add_argument("--eval", action="store_true", help="evaluate top-1 of the trained model on the test data")
     parser.add_argument("--float", action="store_true", help="with --eval, also evaluate the float model")
-    parser.add_argument("--test-limit", type=_positive_int, default=None, metavar="N", help="evaluate on N test images only")
-    parser.add_argument("--eval-batch-size", type=_positive_int, default=250)
+    parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N", help="evaluate on N test images only")
+    parser.add_argument("--eval-batch-size", type=positive_int, default=250)
     parser.add_argument("--history", default=None, metavar="JSON", help="write the per-epoch history to this JSON file")
     parser.add_argument("--out", default=None, help="file for the trained quantized model (torch.save of the whole module)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+    add_quiet_arg(parser)
 
 
-def run_qat(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``mixqvit qat`` with parsed ``args``; returns the exit status (0).
 
     A checkpoint of another run is reported as an :class:`~mixqvit.errors.InputFileError`
     (one line, exit status 2 in the CLI).
     """
+    from allocator.atomic import write_json
     from quant import CheckpointMismatchError, qat
 
-    from . import pipeline
-    from .atomic import write_json
-    from .cli import _out_path, _read_plan
-    from .errors import InputFileError
-    from .report import json_safe
+    from ..datasets import load_calibration, load_test
+    from ..errors import InputFileError
+    from ..evaluation import evaluate_top1
+    from ..loading import load_model, save_quantized
+    from ..report import json_safe
+    from ..timing import Timer
 
-    plan = _read_plan(args.plan)
-    out, history_out = _out_path(args.out), _out_path(args.history)
-    loaded = pipeline.load_model(args.model, args.pretrained, args.model_kwargs)
+    plan = read_plan(args.plan)
+    out, history_out = out_path(args.out, "model file"), out_path(args.history, "history file")
+    loaded = load_model(args.model, args.pretrained, args.model_kwargs)
     teacher = None
     if args.teacher is not None and args.kd_weight > 0:
-        teacher = pipeline.load_model(args.teacher, args.pretrained, args.model_kwargs).model
-    train = pipeline.load_calibration(loaded, args.data, args.train, args.seed)
-    calib = pipeline.load_calibration(loaded, args.data, args.calib, args.seed)
+        teacher = load_model(args.teacher, args.pretrained, args.model_kwargs).model
+    train = load_calibration(loaded, args.data, args.train, args.seed)
+    calib = load_calibration(loaded, args.data, args.calib, args.seed)
     label = plan if isinstance(plan, str) else (plan.budget or "plan")
     if args.checkpoint is not None and Path(args.checkpoint).exists():
         print(f"checkpoint {args.checkpoint} exists: resuming from it", flush=True)
-    with pipeline.Timer() as t:
+    with Timer() as t:
         try:
             qmodel, history = qat(
                 loaded.model, plan, train, epochs=args.epochs, calib_data=calib[0], teacher=teacher, lr=args.lr,
@@ -100,12 +102,13 @@ def run_qat(args: argparse.Namespace) -> int:
           f"({t.seconds:.1f} s)")
     result: dict[str, Any] = {"model": loaded.name, "plan": label, "history": history}
     if args.eval:
-        test = pipeline.load_test(loaded, args.data, args.test_limit, args.seed)
-        acc = pipeline.evaluate(qmodel.cpu(), test, args.eval_batch_size, verbose=not args.quiet, desc="qat")
+        test = load_test(loaded, args.data, args.test_limit, args.seed)
+        acc = evaluate_top1(qmodel, test, batch_size=args.eval_batch_size, verbose=not args.quiet, desc="qat")
         line = f"top-1 on {test.description}: QAT {acc:.4f}"
         result["top1"] = acc
         if args.float:
-            acc_f = pipeline.evaluate(loaded.model, test, args.eval_batch_size, verbose=not args.quiet, desc="float")
+            acc_f = evaluate_top1(loaded.model, test, batch_size=args.eval_batch_size, verbose=not args.quiet,
+                                  desc="float")
             line += f", float {acc_f:.4f}"
             result["top1_float"] = acc_f
         print(line)
@@ -113,7 +116,7 @@ def run_qat(args: argparse.Namespace) -> int:
         write_json(history_out, json_safe(result))
         print(f"wrote {history_out}")
     if out is not None:
-        pipeline.save_quantized(qmodel, out)
+        save_quantized(qmodel, out)
         print(f"wrote {out}")
     return 0
 

@@ -9,7 +9,11 @@ import torch
 from torch import nn
 
 from allocator import Plan, solve
-from mixqvit import pipeline
+from mixqvit.datasets import EvalData, load_calibration, load_test
+from mixqvit.evaluation import evaluate_top1, profile_loaded
+from mixqvit.loading import load_model, save_checkpoint
+from profiling import joint_damage
+from quant import PlanSwitcher, quantize
 from mixqvit.demo import run_demo
 from mixqvit_test_helpers import ARCH, TINY, write_image_folder
 
@@ -23,19 +27,19 @@ def image_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return pipeline.load_model(ARCH, model_kwargs=TINY)
+    return load_model(ARCH, model_kwargs=TINY)
 
 
 def test_calibration_is_seeded_and_class_balanced(tiny, image_folder):
-    x1, y1 = pipeline.load_calibration(tiny, image_folder, 9, seed=3)
-    x2, y2 = pipeline.load_calibration(tiny, image_folder, 9, seed=3)
-    x3, _ = pipeline.load_calibration(tiny, image_folder, 9, seed=4)
+    x1, y1 = load_calibration(tiny, image_folder, 9, seed=3)
+    x2, y2 = load_calibration(tiny, image_folder, 9, seed=3)
+    x3, _ = load_calibration(tiny, image_folder, 9, seed=4)
     assert x1.shape == (9, 3, 16, 16) and torch.equal(x1, x2) and torch.equal(y1, y2)
     assert not torch.equal(x1, x3)
     assert torch.bincount(y1).tolist() == [3, 3, 3]
-    test = pipeline.load_test(tiny, image_folder, limit=6)
+    test = load_test(tiny, image_folder, limit=6)
     assert len(test) == 6 and sorted(y for _, y in test.dataset) == [0, 0, 1, 1, 2, 2]
-    assert len(pipeline.load_test(tiny, image_folder)) == 30
+    assert len(load_test(tiny, image_folder)) == 30
 
 
 class _Oracle(nn.Module):
@@ -58,8 +62,8 @@ def test_evaluate_counts_top1(wrong_every, batch_size, expected):
     labels = torch.arange(20) % 3
     images = torch.zeros(20, 1, 2, 2)
     images[:, 0, 0, 0] = labels.float()
-    data = pipeline.EvalData(images, labels)
-    assert pipeline.evaluate(_Oracle(wrong_every), data, batch_size=batch_size, verbose=False) == pytest.approx(expected)
+    data = EvalData(images, labels)
+    assert evaluate_top1(_Oracle(wrong_every), data, batch_size=batch_size, verbose=False) == pytest.approx(expected)
 
 
 def test_evaluate_builds_no_autograd_graph():
@@ -67,8 +71,8 @@ def test_evaluate_builds_no_autograd_graph():
     seen = []
     model = nn.Linear(4, 3)
     model.register_forward_hook(lambda mod, args, out: seen.append(torch.is_grad_enabled() or out.requires_grad))
-    data = pipeline.EvalData(torch.randn(10, 4), torch.arange(10) % 3)
-    pipeline.evaluate(model, data, batch_size=4, verbose=False)
+    data = EvalData(torch.randn(10, 4), torch.arange(10) % 3)
+    evaluate_top1(model, data, batch_size=4, verbose=False)
     assert seen == [False, False, False]
 
 
@@ -79,52 +83,51 @@ def _plans(profile):
 
 def test_plan_switcher_matches_fresh_quantize(tiny, image_folder):
     """Re-setting bits on one calibrated copy gives exactly the model quantize() builds per plan."""
-    calib = pipeline.load_calibration(tiny, image_folder, 12)
-    profile = pipeline.profile_model(tiny, calib, bits=(2, 4, 8), verbose=False)
-    switcher = pipeline.PlanSwitcher(tiny.model, calib[0])
+    calib = load_calibration(tiny, image_folder, 12)
+    profile = profile_loaded(tiny, calib, bits=(2, 4, 8), verbose=False)
+    switcher = PlanSwitcher(tiny.model, calib[0])
     x = torch.randn(5, 3, 16, 16)
     outputs = []
     for plan in _plans(profile):
         switched = switcher.apply(plan)(x)
-        fresh = pipeline.quantize_model(tiny.model, plan, calib[0])(x)
+        fresh = quantize(tiny.model, plan, calib[0])(x)
         assert torch.equal(switched, fresh)
         outputs.append(switched)
     assert not torch.equal(outputs[0], outputs[-1])  # the bits really changed
 
 
 def test_joint_damage_is_the_kl_of_the_whole_plan(tiny, image_folder):
-    calib = pipeline.load_calibration(tiny, image_folder, 12)
-    switcher = pipeline.PlanSwitcher(tiny.model, calib[0])
+    calib = load_calibration(tiny, image_folder, 12)
+    switcher = PlanSwitcher(tiny.model, calib[0])
     x = torch.randn(7, 3, 16, 16)
     with torch.no_grad():
         w2 = switcher.apply("W2A2")(x)
         w8 = switcher.apply("W8A8")(x)
     # against its own logits a plan does no damage; against another plan's, exactly the KL
-    own, other = pipeline.joint_damage(switcher, ["W2A2", "W2A2"], x, w2, batch_size=3)
+    own, other = joint_damage(switcher, ["W2A2", "W2A2"], x, w2, batch_size=3)
     assert own == pytest.approx(0.0, abs=1e-9)
     expected = torch.nn.functional.kl_div(torch.log_softmax(w2.double(), 1), torch.log_softmax(w8.double(), 1),
                                           log_target=True, reduction="batchmean").item()
-    (damage,) = pipeline.joint_damage(switcher, ["W2A2"], x, w8, batch_size=3)
+    (damage,) = joint_damage(switcher, ["W2A2"], x, w8, batch_size=3)
     assert damage == pytest.approx(expected, rel=1e-9) and damage > 0
 
 
-def test_plan_stats(tiny, image_folder):
-    calib = pipeline.load_calibration(tiny, image_folder, 6)
-    profile = pipeline.profile_model(tiny, calib, bits=(2, 4, 8), verbose=False, importance=False)
-    stats = pipeline.plan_stats(Plan.uniform(profile, 4, 4))
+def test_plan_average_bits_of_a_real_profile(tiny, image_folder):
+    calib = load_calibration(tiny, image_folder, 6)
+    profile = profile_loaded(tiny, calib, bits=(2, 4, 8), verbose=False, importance=False)
+    plan = Plan.uniform(profile, 4, 4)
     # pinned first/last layers at 8 bits pull both averages above 4
-    assert 4 < stats["avg_w_bits"] < 8 and 4 < stats["avg_a_bits"] < 8
+    assert 4 < plan.avg_w_bits < 8 and 4 < plan.avg_a_bits < 8
     macs = np.array([l.macs for l in profile.layers])
     a = np.array([8 if l.fixed_bits else 4 for l in profile.layers])
-    assert stats["avg_a_bits"] == pytest.approx((macs * a).sum() / macs.sum())
-    assert stats["size_mb"] == pytest.approx(Plan.uniform(profile, 4, 4).size_bytes / 1e6)
-    assert pipeline.plan_stats(Plan.uniform(profile, 8, 8))["avg_a_bits"] == pytest.approx(8)
+    assert plan.avg_a_bits == pytest.approx((macs * a).sum() / macs.sum())
+    assert Plan.uniform(profile, 8, 8).avg_a_bits == pytest.approx(8)
 
 
 def test_saved_checkpoint_is_readable_by_everyone_under_umask_022(tiny, tmp_path):
     old = os.umask(0o022)
     try:
-        ckpt = pipeline.save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+        ckpt = save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
     finally:
         os.umask(old)
     for f in (ckpt, ckpt.with_suffix(".json")):
@@ -132,7 +135,7 @@ def test_saved_checkpoint_is_readable_by_everyone_under_umask_022(tiny, tmp_path
 
 
 def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_path, capsys):
-    ckpt = pipeline.save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+    ckpt = save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
     out = tmp_path / "report"
     result = run_demo([str(ckpt)], calib=12, out_dir=out, data=str(image_folder), bits=(2, 4, 8),
                       budgets=(2, 4), verbose=False)
@@ -157,15 +160,15 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
         assert (out / f"{ARCH}_{png}.png").read_bytes()[:8] == PNG_MAGIC
     profile_names = json.loads((out / ARCH / "profile.json").read_text())["layers"]
     mixed_w2a2 = Plan.load(out / ARCH / "plan_mixed_W2A2.json")
-    assert mixed_w2a2.layers == [l["name"] for l in profile_names]
+    assert mixed_w2a2.names == [l["name"] for l in profile_names]
     assert mixed_w2a2.pinned == [], "the mixed plan chooses the bits the uniform baseline pins"
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
 
 
 def test_shipped_vit_reproduces_recorded_accuracy():
-    loaded = pipeline.load_model("fmnist_vit")
-    test = pipeline.load_test(loaded, None, limit=500)
-    acc = pipeline.evaluate(loaded.model, test, batch_size=500, verbose=False)
+    loaded = load_model("fmnist_vit")
+    test = load_test(loaded, None, limit=500)
+    acc = evaluate_top1(loaded.model, test, batch_size=500, verbose=False)
     assert acc == pytest.approx(loaded.info["test_accuracy_first500"], abs=1e-9)
 
 
@@ -177,5 +180,5 @@ def test_shipped_vit_w8a8_through_the_cli_keeps_accuracy(capsys):
                  "--test-limit", "500", "--quiet"]) == 0
     out = capsys.readouterr().out
     acc = float(out.split("quantized ")[-1].split()[0].rstrip(","))
-    recorded = pipeline.load_model("fmnist_vit").info["test_accuracy_first500"]
+    recorded = load_model("fmnist_vit").info["test_accuracy_first500"]
     assert abs(acc - recorded) <= 0.01
