@@ -1,0 +1,194 @@
+"""ONNX export: QuantizeLinear/DequantizeLinear pairs that onnxruntime runs.
+
+The fake-quant model is copied and each quantizer is swapped for an export module whose forward
+is one custom torch op, which ``torch.onnx.export`` (the torch.export-based exporter) translates
+into standard ONNX through ``custom_translation_table``:
+
+* a quantized weight becomes an integer initializer (its codes, in the smallest of int8/uint8/
+  int16/uint16 that holds ``qmin..qmax``) feeding ``DequantizeLinear`` with the per-channel scales
+  and zero points (``axis=0``); the float weight is not in the file;
+* a uniform activation quantizer becomes ``Clip -> QuantizeLinear -> DequantizeLinear``: ONNX's
+  integer types are 8 or 16 bits wide, so a b-bit grid lives in an 8-bit container and the
+  ``Clip`` to ``[(qmin - z) s, (qmax - z) s]`` keeps the codes in the plan's range (omitted when
+  that range is the container's); ONNX rounds half to even, as ``torch.round`` does;
+* the log2/log-sqrt2 softmax quantizer is written out in standard ops by tracing
+  :func:`quant.ranges.log_quantize` itself (Div, Log, Round, Max, Pow, Where ...).
+
+Values come from :mod:`quant.export.state` (the calibrated quantizers), never re-derived.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..ranges import fake_quantize, log_quantize
+from ._atomic import write_bytes_atomic
+from .errors import ExportError
+from .state import ActState, ExportState, UniformGrid, WeightState
+
+__all__ = ["OPSET", "save_onnx", "export_module"]
+
+#: QuantizeLinear/DequantizeLinear with int16 and int4 containers need opset 21.
+OPSET = 21
+
+_CONTAINERS = ((torch.int8, -128, 127), (torch.uint8, 0, 255), (torch.int16, -32768, 32767), (torch.uint16, 0, 65535))
+
+
+@torch.library.custom_op("mixqvit_export::qdq", mutates_args=())
+def _qdq(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+         qmin: int, qmax: int, narrow: bool) -> torch.Tensor:
+    return fake_quantize(x, scale, zero_point.float(), qmin, qmax)
+
+
+@_qdq.register_fake
+def _(x, scale, zero_point, lo, hi, qmin, qmax, narrow):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("mixqvit_export::dequantize", mutates_args=())
+def _dequantize(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> torch.Tensor:
+    grid = UniformGrid(scale, zero_point.float(), 0, 0, None if axis < 0 else axis)
+    return grid.dequantize(codes)
+
+
+@_dequantize.register_fake
+def _(codes, scale, zero_point, axis):
+    return torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+
+
+def _translation_table() -> dict:
+    from onnxscript import opset21 as op
+
+    def qdq(x, scale, zero_point, lo, hi, qmin: int, qmax: int, narrow: bool):
+        if narrow:
+            x = op.Clip(x, lo, hi)
+        return op.DequantizeLinear(op.QuantizeLinear(x, scale, zero_point), scale, zero_point)
+
+    def dequantize(codes, scale, zero_point, axis: int):
+        if axis < 0:
+            return op.DequantizeLinear(codes, scale, zero_point)
+        return op.DequantizeLinear(codes, scale, zero_point, axis=axis)
+
+    return {torch.ops.mixqvit_export.qdq.default: qdq, torch.ops.mixqvit_export.dequantize.default: dequantize}
+
+
+def _container(grid: UniformGrid, what: str) -> tuple[torch.dtype, bool]:
+    """Smallest ONNX integer type holding ``qmin..qmax``, and whether the grid is narrower."""
+    if not grid.integer_zero_point():
+        raise ExportError(f"{what} has a non-integer zero point (an LSQ+ learned offset); ONNX zero points are "
+                          "integers, so export this model with format='packed'")
+    for dtype, lo, hi in _CONTAINERS:
+        if lo <= grid.qmin and grid.qmax <= hi:
+            return dtype, (grid.qmin, grid.qmax) != (lo, hi)
+    raise ExportError(f"{what}: codes {grid.qmin}..{grid.qmax} fit no ONNX integer type (int8/uint8/int16/uint16)")
+
+
+class _QDQAct(nn.Module):
+    """A uniform per-tensor activation quantizer as Clip/QuantizeLinear/DequantizeLinear."""
+
+    def __init__(self, a: ActState) -> None:
+        super().__init__()
+        g = a.grid
+        if g.scale.dim() != 0:
+            raise ExportError(f"activation quantizer '{a.module}' is per-channel; the ONNX export writes per-tensor ones")
+        dtype, self.narrow = _container(g, f"activation quantizer '{a.module}'")
+        self.bits, self.qmin, self.qmax = a.bits, g.qmin, g.qmax
+        self.register_buffer("scale", g.scale.clone())
+        self.register_buffer("zero_point", g.zero_point.to(dtype))
+        self.register_buffer("lo", (g.qmin - g.zero_point) * g.scale)
+        self.register_buffer("hi", (g.qmax - g.zero_point) * g.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _qdq(x, self.scale, self.zero_point, self.lo, self.hi, self.qmin, self.qmax, self.narrow)
+
+
+class _LogAct(nn.Module):
+    """The log2 / log-sqrt2 quantizer, traced into standard ONNX ops."""
+
+    def __init__(self, a: ActState) -> None:
+        super().__init__()
+        self.bits, self.base = a.bits, a.kind
+        self.register_buffer("scale", a.log_scale.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return log_quantize(x, self.scale, self.bits, self.base)
+
+
+class _DQWeight(nn.Module):
+    """A quantized weight as an integer initializer and DequantizeLinear; ignores the float weight."""
+
+    def __init__(self, w: WeightState) -> None:
+        super().__init__()
+        dtype, _ = _container(w.grid, f"the weight of '{w.site}'")
+        self.bits = w.bits
+        self.axis = -1 if w.grid.channel_axis is None else w.grid.channel_axis
+        self.register_buffer("codes", w.codes.to(dtype))
+        self.register_buffer("scale", w.grid.scale.clone())
+        self.register_buffer("zero_point", w.grid.zero_point.to(dtype))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return _dequantize(self.codes, self.scale, self.zero_point, self.axis)
+
+
+def export_module(qmodel: nn.Module, state: ExportState) -> nn.Module:
+    """A CPU copy of ``qmodel`` whose quantizers are the export modules above (same logits as
+    ``qmodel`` in torch, up to the float32 rounding of the dequantization)."""
+    m = copy.deepcopy(qmodel).cpu().eval()
+    for w in state.weights.values():
+        layer = m.get_submodule(w.site)
+        layer.weight_quant = _DQWeight(w)
+        layer.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # the codes replace it
+    for name, a in state.acts.items():
+        parent, _, child = name.rpartition(".")
+        setattr(m.get_submodule(parent) if parent else m, child, _QDQAct(a) if a.kind == "uniform" else _LogAct(a))
+    return m
+
+
+def _input_shape(model: nn.Module) -> tuple[int, int, int]:
+    pe = getattr(model, "patch_embed", None)
+    size, proj = getattr(pe, "img_size", None), getattr(pe, "proj", None)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and isinstance(getattr(proj, "in_channels", None), int)):
+        raise ExportError("cannot tell the model's input size; pass input_shape=(C, H, W)")
+    return (proj.in_channels, int(size[0]), int(size[1]))
+
+
+def _strip_debug_info(proto: Any) -> None:
+    """Drop what the exporter records for debugging (each node's torch stack trace and module
+    path, intermediate shapes): it is most of a small model's file and no runtime reads it."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    del proto.graph.value_info[:]
+
+
+def save_onnx(qmodel: nn.Module, state: ExportState, path: str | os.PathLike, *,
+              input_shape: tuple[int, ...] | None = None) -> int:
+    """Export to an ONNX file (input ``images`` (N, C, H, W), output ``logits``, dynamic N);
+    returns the file's size in bytes."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the exporter's translation library)
+    except ImportError as exc:
+        raise ExportError(f"format='onnx' needs onnx and onnxscript ({exc}); pip install 'mixqvit[export]'") from None
+    module = export_module(qmodel, state)
+    shape = tuple(input_shape) if input_shape is not None else _input_shape(module)
+    example = torch.zeros(2, *shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notices
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, opset_version=OPSET, input_names=["images"], output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), custom_translation_table=_translation_table(),
+            verbose=False)
+    proto = program.model_proto
+    _strip_debug_info(proto)
+    sites = {n: {"w_bits": w, "a_bits": a} for n, (w, a) in state.site_bits.items()}
+    onnx.helper.set_model_props(proto, {"mixqvit.sites": json.dumps(sites), "mixqvit.quant_config": json.dumps(state.config)})
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    write_bytes_atomic(path, data)
+    return len(data)
