@@ -9,6 +9,7 @@ Public API::
   gather bit-independent statistics once, then set any site's bits at will (profiling).
 * :func:`quantize` - one call: plan (``allocator.Plan`` or ``"W4A4"``) + data -> quantized model.
 * :class:`PlanSwitcher` - calibrate once, then switch the bits from plan to plan.
+* :func:`export` / :func:`load_packed` - deployable files: bit-packed safetensors, ONNX QDQ.
 * :func:`qat` - quantization-aware training of a plan from its PTQ model (LSQ/LSQ+ quantizers,
   distillation from the float model, resumable checkpoints).
 """
@@ -19,7 +20,9 @@ from .distill import qat_loss, teacher_logits
 from .discovery import LayerSite, PostLNGroup, find_post_ln_groups, find_quantizable_layers
 from .engine import calibrate, is_prepared, prepare, quant_sites
 from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
+from .export import ExportError, PackedFormatError, export, load_packed
 from .lsq import LearnedQuantizers, make_quantizers_learnable
+from .outliers import plant_outliers
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
 from .device import check_device, model_device
 from .qat import qat
@@ -38,6 +41,7 @@ __all__ = [
     "quant_sites",
     "is_prepared",
     "quantize",
+    "plant_outliers",
     "PlanSwitcher",
     "resolve_plan",
     "iter_images",
@@ -66,4 +70,8 @@ __all__ = [
     "PlanMismatchError",
     "NotCalibratedError",
     "CheckpointMismatchError",
+    "export",
+    "load_packed",
+    "ExportError",
+    "PackedFormatError",
 ]
