@@ -13,13 +13,13 @@ present: ``gloo`` on CPU, ``nccl`` when the processes use CUDA devices.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as tdist
 
 __all__ = ["world", "is_distributed", "is_main", "init_from_env", "shutdown", "shard", "split_evenly", "balanced_cuts",
-           "all_gather_objects", "broadcast_object", "all_reduce_sum", "barrier", "local_device"]
+           "all_gather_objects", "broadcast_object", "all_reduce_sum", "barrier", "local_device", "spawn"]
 
 T = TypeVar("T")
 
@@ -140,3 +140,29 @@ def barrier() -> None:
     """Wait for every process (no-op alone)."""
     if is_distributed():
         tdist.barrier()
+
+
+def spawn(fn: Callable[..., Any], nprocs: int, *args: Any, timeout_s: float = 120.0) -> list[Any]:
+    """Run ``fn(*args)`` in `nprocs` fresh local processes joined in one ``gloo`` group (CPU)
+    and return their results in rank order -- what ``torchrun --nproc-per-node N`` does, from
+    Python (used by the tests). `fn` must be importable by name (a module-level function)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_spawned, args=(nprocs, tmp, fn, args, timeout_s), nprocs=nprocs, join=True)
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(nprocs)]
+
+
+def _spawned(rank: int, nprocs: int, tmp: str, fn: Callable[..., Any], args: tuple, timeout_s: float) -> None:
+    import datetime
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 'rendezvous')}", rank=rank,
+                             world_size=nprocs, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        result = fn(*args)
+        torch.save(result, os.path.join(tmp, f"rank{rank}.pt"))
+    finally:
+        tdist.destroy_process_group()
