@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import positive_float, positive_int, unit_interval
-from ..options import add_data_args, add_model_args, add_quiet_arg, out_path, read_plan
+from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path, read_plan
 
 HELP = "quantization-aware training of a plan (or W2A2) from its PTQ model"
 DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer step sizes (LSQ/LSQ+) with "
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     (one line, exit status 2 in the CLI).
     """
     from allocator.atomic import write_json
-    from quant import CheckpointMismatchError, qat
+    from quant import CheckpointMismatchError, QATConfig, qat
 
     from ..datasets import load_calibration, load_test
     from ..errors import InputFileError
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = read_plan(args.plan)
     out, history_out = out_path(args.out, "model file"), out_path(args.history, "history file")
+    check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs)
     teacher = None
     if args.teacher is not None and args.kd_weight > 0:
@@ -88,12 +89,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint {args.checkpoint} exists: resuming from it", flush=True)
     with Timer() as t:
         try:
-            qmodel, history = qat(
-                loaded.model, plan, train, epochs=args.epochs, calib_data=calib[0], teacher=teacher, lr=args.lr,
-                kd_temperature=args.kd_temperature, kd_weight=args.kd_weight, seed=args.seed, device=args.device,
-                checkpoint=args.checkpoint, verbose=not args.quiet, max_steps=args.max_steps,
-                batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
-            )
+            config = QATConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                               kd_temperature=args.kd_temperature, kd_weight=args.kd_weight, seed=args.seed,
+                               max_steps=args.max_steps, checkpoint_every=args.checkpoint_every)
+            qmodel, history = qat(loaded.model, plan, train, config=config, calib_data=calib[0], teacher=teacher,
+                                  checkpoint=args.checkpoint, device=args.device, verbose=not args.quiet)
         except CheckpointMismatchError as exc:
             raise InputFileError(str(exc)) from None
     last = history[-1] if history else {}
