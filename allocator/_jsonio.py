@@ -53,6 +53,8 @@ def read_json(path: str | os.PathLike, error_cls: type[Exception]) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise error_cls(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise error_cls(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
     try:
         # NaN/Infinity tokens are parsed (as Python's json does) so that the validator can
         # report *where* they are instead of a bare syntax error.
@@ -61,3 +63,5 @@ def read_json(path: str | os.PathLike, error_cls: type[Exception]) -> Any:
         raise error_cls(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from exc
+    except RecursionError:
+        raise error_cls(f"{path} nests lists or objects too deeply to be a profile or plan") from None

@@ -8,6 +8,7 @@ per-layer bits.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,7 @@ class Plan:
                 f"unknown plan format_version {data.get('format_version')!r}{where}; "
                 f"this library reads {PLAN_FORMAT_VERSION}"
             )
+        _check_field_types(data, where)
         try:
             rows = data["layers"]
             infos = [LayerInfo(**{k: r[k] for k in ("name", "kind", "params", "macs")},
@@ -280,6 +282,35 @@ class Plan:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
         return cls.from_dict(read_json(path, PlanError), source=str(path))
+
+
+_NUMBER, _TEXT = "a number", "a string"
+#: Optional top-level fields of a plan file and what each must hold (None/null is allowed for all).
+_FIELD_TYPES = {"objective": _NUMBER, "bound": _NUMBER, "solve_time_s": _NUMBER, "objective_name": _TEXT,
+                "solver": _TEXT, "status": _TEXT, "budget": _TEXT}
+
+
+def _check_field_types(data: Mapping, where: str) -> None:
+    """Refuse a plan file whose fields hold the wrong kind of value, naming each field."""
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    defects = []
+    for key, kind in _FIELD_TYPES.items():
+        value = data.get(key)
+        if value is not None and not (is_number(value) if kind is _NUMBER else isinstance(value, str)):
+            defects.append(f"{key} must be {kind} or null, got {value!r}")
+    if not isinstance(data.get("layers"), list) or not all(isinstance(r, Mapping) for r in data["layers"]):
+        defects.append("layers must be a list of objects (one per layer)")
+    totals = data.get("totals", {})
+    if not isinstance(totals, Mapping) or not all(is_number(v) for v in totals.values()):
+        defects.append(f"totals must be an object of numbers, got {str(totals)[:80]}")
+    if not isinstance(data.get("pinned", []), list):
+        defects.append(f"pinned must be a list of layer names, got {data.get('pinned')!r}")
+    if data.get("budget_satisfied") not in (None, True, False):
+        defects.append(f"budget_satisfied must be true, false or null, got {data.get('budget_satisfied')!r}")
+    if defects:
+        raise PlanError(f"malformed plan{where}: " + "; ".join(defects))
 
 
 def _histogram(values) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -84,8 +85,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # garbage or a truncated download
+        raise ValueError(f"{path} is not a readable gzip file ({type(exc).__name__}: {exc}); download it "
+                         "again or reinstall the dataset-fashion-mnist package") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(
             f"{path} is not an IDX file: expected the magic number to start with two zero bytes, "

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from . import argtypes
-from .errors import InputFileError, OptionError
+from .errors import DataLoadError, InputFileError, OptionError
 
 __all__ = ["add_model_args", "add_data_args", "add_solver_args", "add_quiet_arg", "solver_options",
-           "existing_file", "out_path", "out_directory", "load_profile", "read_plan"]
+           "existing_file", "check_data_path", "out_path", "out_directory", "load_profile", "read_plan"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +106,17 @@ def out_directory(path: str | os.PathLike, what: str = "output directory") -> Pa
     if not os.access(p, os.W_OK | os.X_OK):
         raise OptionError(f"cannot write into {what} {p}: no write permission; choose another directory")
     return p
+
+
+def check_data_path(data: str | os.PathLike | None) -> None:
+    """Refuse a ``--data`` path that does not exist or is a file, before a model is loaded."""
+    if data is None:
+        return
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataLoadError(f"data path {root} does not exist; expected a Fashion-MNIST IDX directory or an ImageFolder")
+    if not root.is_dir():
+        raise DataLoadError(f"data path {root} is a file; expected a directory (Fashion-MNIST IDX files or an ImageFolder)")
 
 
 def load_profile(path: str | os.PathLike):

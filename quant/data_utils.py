@@ -32,6 +32,13 @@ def _check_images(batch: torch.Tensor, where: str) -> torch.Tensor:
             f"calib_data: {where} has dtype {batch.dtype}; expected a floating-point tensor of "
             f"normalised images (convert with .float() and normalise as for training)."
         )
+    if not bool(torch.isfinite(batch).all()):
+        bad = int((~torch.isfinite(batch)).flatten(1).any(1).sum())
+        raise ValueError(
+            f"calib_data: {where} holds NaN or infinite values in {bad} of its {len(batch)} images; "
+            "calibration ranges computed from them would make the quantized model output NaN. "
+            "Drop or repair those images (torch.isfinite(images).flatten(1).all(1) selects the good ones)."
+        )
     return batch
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import argtypes
-from ..options import add_data_args, add_model_args, add_quiet_arg, out_path
+from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path
 
 HELP = "measure layer costs, importance and sensitivity -> profile.json"
 DESCRIPTION = ("Measure each quantizable layer (costs, LRP importance, sensitivity at each candidate bit-width) "
@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..timing import Timer
 
     out = out_path(args.out, "profile file")
+    check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
     with Timer() as t:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import argtypes
-from ..options import add_data_args, add_model_args, add_quiet_arg, out_path, read_plan
+from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path, read_plan
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
 DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W4A4, calibrate on a calibration "
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = read_plan(args.plan)
     out = out_path(args.out, "quantized model file")
+    check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
     test = load_test(loaded, args.data, args.test_limit, args.seed) if args.eval else None
