@@ -38,7 +38,7 @@ from timm.models.deit import VisionTransformerDistilled  # noqa: E402
 from timm.models.swin_transformer import SwinTransformer  # noqa: E402
 
 from profiling import lrp_importance, measure_sensitivity  # noqa: E402
-from profiling._data import as_calib_set  # noqa: E402
+from profiling import as_calib_set  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "profiling.json"
 

@@ -8,6 +8,7 @@ Pieces: `layer_costs` (params, MACs per sample), `lrp_importance` (AttnLRP relev
 layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable) and
 `profile_model`, which combines them.
 """
+from ._data import CalibSet, as_calib_set
 from .costs import LayerCost, bops, layer_costs, size_bits
 from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
 from .joint import joint_damage
@@ -17,6 +18,8 @@ from .profile import library_version, profile_model
 from .sensitivity import SensitivityResult, measure_sensitivity
 
 __all__ = [
+    "CalibSet",
+    "as_calib_set",
     "profile_model",
     "layer_costs",
     "LayerCost",

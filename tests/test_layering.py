@@ -49,3 +49,31 @@ def test_allocation_layer_never_loads_torch(package):
     code = f"import sys, {package}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", f"importing {package} loaded torch"
+
+
+# Code that may use only the packages' public API (no `_private` module or name of another package).
+API_USERS = sorted(ALLOWED) + ["benchmarks", "examples"]
+
+
+def _private_imports(path: pathlib.Path, own: str) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] not in ALLOWED or parts[0] == own:
+                continue
+            private = [p for p in parts[1:] if p.startswith("_")]
+            private += [a.name for a in node.names if a.name.startswith("_")]
+            if private:
+                found.append(f"{path.relative_to(ROOT)}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    return found
+
+
+@pytest.mark.parametrize("where", API_USERS)
+def test_no_private_names_across_packages(where):
+    offenders = []
+    for path in sorted((ROOT / where).rglob("*.py")):
+        offenders += _private_imports(path, where)
+    assert not offenders, "\n".join(offenders)
+
