@@ -13,6 +13,9 @@ Every comparison is measured in the same run, on the same machine, through `solv
 - ViT-B-like synthetic (`benchmarks.solvers.synthetic_problem`, 50 layers x 36 (w, a) options x
   3 limits), several seeds: target < 20 ms; optimum checked against HiGHS ("scipy").
 - 1000 layers x 36 options x 3 limits: target proven optimal < 1 s.
+- Scale: 1,000 / 3,000 / 10,000 layers x 8 options (bits 2-8 and 16, `synthetic_problem(L, 8, 1,
+  0)`), one limit: growth with the number of layers; target 10,000 in < 5 s, proven optimal.
+- Time limit: 10,000 x 8 x 3 limits with `time_limit=5`: target ends within 6 s.
 - Frontier of the ViT-B-like problem over BOPs alone (direct Pareto merge) and with the other
   two limits held (sweep of exact solves; 10 layers, each limit halfway between its least and largest total): time per frontier point / one solve.
 Writes benchmarks/results/exact.json.
@@ -34,7 +37,7 @@ from dataclasses import replace
 import numpy as np
 
 from benchmarks.solvers import hawq_cases, limpq_cases, synthetic_problem
-from solvers import NonBindingLimitWarning, Problem, solve_problem
+from solvers import NonBindingLimitWarning, Problem, SolverTimeoutError, solve_problem
 from solvers.frontier import exact_frontier
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "exact.json"
@@ -104,6 +107,26 @@ def synthetic(n_layers: int, seeds: range, repeats: int, target_s: float, compar
     return rows
 
 
+def scale(repeats: int) -> list[dict]:
+    """Growth with the number of layers (one limit), and a time limit that must hold at 10,000."""
+    rows = []
+    for n_layers in (1000, 3000, 10_000):
+        t_exact, ours = timed(synthetic_problem(n_layers, 8, 1, 0), "exact", repeats)
+        rows.append(dict(section="scale", case=f"L={n_layers} K=8 limits=1", exact_ms=t_exact * 1e3,
+                         exact_status=ours.status, objective=ours.objective, target="10,000 in < 5 s, proven optimal",
+                         met=bool(ours.status == "optimal" and (n_layers < 10_000 or t_exact < 5.0))))
+    problem = synthetic_problem(10_000, 8, 3, 0)
+    start = time.perf_counter()
+    try:
+        status = solve_problem(problem, solver="exact", time_limit=5.0).status
+    except SolverTimeoutError:
+        status = "timeout"
+    elapsed = time.perf_counter() - start
+    rows.append(dict(section="time limit", case="L=10000 K=8 limits=3, time_limit=5 s", exact_ms=elapsed * 1e3,
+                     exact_status=status, target="ends within 6 s", met=bool(elapsed <= 6.0)))
+    return rows
+
+
 def frontiers(repeats: int) -> list[dict]:
     rows = []
     problem = synthetic_problem(50, 36, 3, 0)
@@ -155,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = limpq(repeats) + hawq(repeats)
     rows += synthetic(50, range(3 if args.quick else 5), repeats, 0.020, compare=True)
     rows += synthetic(1000, range(1 if args.quick else 3), 1, 1.0, compare=False)
+    rows += scale(1 if args.quick else 3)
     rows += frontiers(repeats)
     print_rows(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "solvers.json"
 BITS = np.array([2, 3, 4, 5, 6, 8])
+BITS_8 = np.array([2, 3, 4, 5, 6, 7, 8, 16])  # K = 8: the scale rows of benchmarks.exact
 
 
 @dataclass
@@ -58,10 +59,12 @@ def synthetic_problem(n_layers: int, n_options: int, n_limits: int, seed: int) -
     rng = np.random.default_rng(seed)
     if n_options == 6:
         w_bits = a_bits = BITS
+    elif n_options == 8:
+        w_bits = a_bits = BITS_8
     elif n_options == 36:
         w_bits, a_bits = (np.array(v) for v in zip(*itertools.product(BITS, BITS)))
     else:
-        raise ValueError(f"n_options must be 6 or 36, got {n_options}")
+        raise ValueError(f"n_options must be 6, 8 or 36, got {n_options}")
     params = rng.integers(10_000, 2_000_000, n_layers)
     macs = params * rng.integers(16, 400, n_layers)
     weight_sens, act_sens = rng.lognormal(0.0, 1.5, (2, n_layers))

@@ -12,7 +12,7 @@ import warnings
 
 from .backends import REGISTRY, is_available, is_exact, load_backend
 from .backends.milp import lp_relaxation_bound
-from .errors import InfeasibleError, NonBindingLimitWarning, SolverError
+from .errors import InfeasibleError, NonBindingLimitWarning, SolverError, SolverTimeoutError
 from .prepare import prepare
 from .problem import Problem, Solution
 from .validation import time_limit_iv
@@ -47,8 +47,9 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
     Args:
         problem: a validated `Problem`.
         solver: "auto" (the backend named by `AUTO_SOLVER`) or one of `available_solvers()`.
-        time_limit: seconds for the backend, or None. An exact backend stopped by it returns
-            status "feasible" with its proven bound.
+        time_limit: seconds for the whole call (preprocessing included), or None. A backend
+            stopped by it returns status "feasible" with its proven bound, or raises
+            `SolverTimeoutError` when it has no plan yet.
 
     Warns:
         NonBindingLimitWarning: a limit does not bind (see `solvers.prepare`), once a plan is found.
@@ -67,7 +68,15 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
     name = _resolve(solver)
     time_limit = time_limit_iv(time_limit)
     prepared = prepare(problem)
-    result = load_backend(name).solve(prepared, time_limit)
+    left = None if time_limit is None else time_limit - (time.perf_counter() - start)  # preprocessing counts
+    if left is not None and left <= 0:
+        raise SolverTimeoutError(
+            f"the time limit of {time_limit:g} s passed during preprocessing, before backend {name!r} "
+            "started; allow more time", time_limit)
+    try:
+        result = load_backend(name).solve(prepared, left)
+    except SolverTimeoutError as exc:  # restated with the caller's limit (the backend saw what was left)
+        raise SolverTimeoutError(f"backend {name!r}, time limit {time_limit:g} s: {exc}", time_limit, exc.bound) from exc
 
     if result.status == "infeasible":
         if not is_exact(name):

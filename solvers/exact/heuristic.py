@@ -5,9 +5,15 @@ the search. All arrays are the scaled ones of `solvers.exact.mckp` (every limit 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 __all__ = ["usage", "round_lp", "repair", "improve"]
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
 
 
 def usage(costs: np.ndarray, choice: np.ndarray) -> np.ndarray:
@@ -19,8 +25,10 @@ def round_lp(weight: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return np.argmax(np.where(np.isfinite(loss), weight + 1e-15, -1.0), axis=1)
 
 
-def repair(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, max_moves: int | None = None) -> np.ndarray | None:
-    """Switch options, cheapest loss increase per unit of violation removed first, until every limit holds."""
+def repair(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, max_moves: int | None = None,
+           deadline: float | None = None) -> np.ndarray | None:
+    """Switch options, cheapest loss increase per unit of violation removed first, until every limit
+    holds; None if it gets stuck or the deadline passes first."""
     n_layers = loss.shape[0]
     rows = np.arange(n_layers)
     choice = choice.copy()
@@ -29,6 +37,8 @@ def repair(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, max_moves: i
         excess = np.maximum(total - 1.0, 0.0)
         if not excess.any():
             return choice
+        if _past(deadline):
+            return None
         d_loss = loss - loss[rows, choice][:, None]
         d_cost = costs - costs[:, rows, choice][:, :, None]
         removed = excess.sum() - np.maximum(total[:, None, None] + d_cost - 1.0, 0.0).sum(axis=0)
@@ -44,13 +54,17 @@ def repair(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, max_moves: i
     return None
 
 
-def improve(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, lam: np.ndarray, n_pair: int = 50) -> np.ndarray:
-    """Best improving single switch while one exists, then best improving pair of switches; repeat."""
+def improve(loss: np.ndarray, costs: np.ndarray, choice: np.ndarray, lam: np.ndarray, n_pair: int = 50,
+            deadline: float | None = None) -> np.ndarray:
+    """Best improving single switch while one exists, then best improving pair of switches; repeat
+    (until none improves or the deadline passes: every step keeps the plan feasible)."""
     n_layers, n_opt = loss.shape
     rows = np.arange(n_layers)
     choice = choice.copy()
     total = usage(costs, choice)
     for _ in range(4 * n_layers * n_opt):
+        if _past(deadline):
+            return choice
         d_loss = loss - loss[rows, choice][:, None]
         d_cost = costs - costs[:, rows, choice][:, :, None]
         fits = (total[:, None, None] + d_cost <= 1.0).all(axis=0) & (d_loss < 0)

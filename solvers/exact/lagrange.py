@@ -16,9 +16,15 @@ multiplier whose maximum sits at a breakpoint, found by bisection over the sorte
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
+
+try:
+    import highspy
+except ImportError:  # backend "exact" then reports itself unavailable
+    highspy = None
 
 from ..quiet import stdout_silenced
 
@@ -54,8 +60,6 @@ def farkas_infeasible(costs: np.ndarray, allowed: np.ndarray, direction: np.ndar
 
 
 def _highs():
-    import highspy
-
     with stdout_silenced():  # the banner of the process's first instance
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
@@ -68,8 +72,13 @@ def _highs():
     return h
 
 
-def solve_lp(loss: np.ndarray, costs: np.ndarray, max_rounds: int = 100) -> LPResult:
-    """LP relaxation by column generation. `loss` (L, K) with +inf for unavailable options, `costs` (R, L, K) scaled."""
+def solve_lp(loss: np.ndarray, costs: np.ndarray, max_rounds: int = 100, deadline: float | None = None) -> LPResult:
+    """LP relaxation by column generation. `loss` (L, K) with +inf for unavailable options, `costs` (R, L, K) scaled.
+
+    With a `deadline` (a `time.perf_counter()` value) HiGHS gets the time left as its limit and
+    no round starts after it; the multipliers reached so far still give a valid bound (D is
+    recomputed from them), only a weaker one (lam = 0 if no round ran).
+    """
     n_res, n_layers, n_opt = costs.shape
     allowed = np.isfinite(loss)
     layers = np.arange(n_layers)
@@ -108,9 +117,19 @@ def solve_lp(loss: np.ndarray, costs: np.ndarray, max_rounds: int = 100) -> LPRe
     add(pairs[:, 0], pairs[:, 1])
 
     lam = np.zeros(n_res)
+    values = None
     for _ in range(max_rounds):
+        if deadline is not None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            h.setOptionValue("time_limit", left)
         h.run()
-        dual = np.asarray(h.getSolution().row_dual)
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            break  # stopped by the time limit: keep the last finished round's multipliers
+        solution = h.getSolution()
+        values = np.asarray(solution.col_value)
+        dual = np.asarray(solution.row_dual)
         mu, lam = dual[:n_layers], np.maximum(-dual[n_layers:], 0.0)
         reduced = loss + np.tensordot(lam, costs, axes=1) - mu[:, None]
         best = np.argmin(reduced, axis=1)
@@ -118,11 +137,12 @@ def solve_lp(loss: np.ndarray, costs: np.ndarray, max_rounds: int = 100) -> LPRe
         if not negative.any():
             break
         add(layers[negative], best[negative])
-    values = np.asarray(h.getSolution().col_value)
-    slack = values[:n_res]
     weight = np.zeros((n_layers, n_opt))
-    np.add.at(weight, (np.concatenate(col_layer), np.concatenate(col_opt)), values[n_res:])
-    infeasible = bool((slack > 1e-9).any() and farkas_infeasible(costs, allowed, lam))
+    infeasible = False
+    if values is not None:  # the last finished round's LP solution (columns added later are 0)
+        n_cols = values.size - n_res
+        np.add.at(weight, (np.concatenate(col_layer)[:n_cols], np.concatenate(col_opt)[:n_cols]), values[n_res:])
+        infeasible = bool((values[:n_res] > 1e-9).any() and farkas_infeasible(costs, allowed, lam))
     return LPResult(lam=lam, bound=dual_bound(loss, costs, lam), choice_weight=weight, infeasible=infeasible)
 
 

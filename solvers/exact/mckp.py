@@ -4,7 +4,8 @@ Steps (each explained in its module):
 0. One limit (after step 1's scaling): the hull LP by bisection over breakpoints (no LP solver),
    a greedy incumbent improved by local search, reduced-cost fixing, then the Pareto sets of the
    layers left free merged with pruning against the incumbent (`pareto.best_within`); exact.
-   If a front still grows too large, the general path below takes over. Otherwise:
+   If a front still grows too large, steps 4-5 below take over with the hull LP's multiplier,
+   bound and plan (the LP relaxation of one limit is that hull LP: no LP solver). Otherwise:
 1. Scale every limit to 1, subtract each layer's least loss (better conditioned sums), fix
    layers with one option, drop resources no remaining option uses.
 2. LP relaxation by column generation (`lagrange`): multipliers lam and a proven bound; a
@@ -17,7 +18,9 @@ Steps (each explained in its module):
 5. Exact search over the layers still free (`search`).
 
 The result is optimal within `tol` (1e-10 relative to the objective; the contract asks 1e-9),
-"feasible" with a proven bound when the deadline passes, or infeasible (proven).
+"feasible" with a proven bound when the deadline passes, "timeout" when it passes before any
+plan is found, or infeasible (proven). Every phase that can take long (the LP, repair and local
+search, front building, the search) stops at the deadline.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import numpy as np
 
 from .heuristic import improve, repair, round_lp, usage
 from .lagrange import farkas_infeasible, solve_lp, solve_lp_one
-from .pareto import FrontTooLarge, best_within
+from .pareto import FrontTooLarge, OutOfTime, best_within
 from .search import SearchSpace, search
 
 __all__ = ["ExactResult", "solve_arrays", "RTOL"]
@@ -63,6 +66,10 @@ class ExactResult:
 
 def _tolerance(value: float) -> float:
     return RTOL * max(abs(value), 1e-300)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
 
 
 def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_limit: float | None = None,
@@ -105,32 +112,39 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
             farkas_infeasible(scaled, allowed, np.eye(n_res)[r]) for r in range(n_res)):
         return ExactResult(None, "infeasible", np.inf, np.inf)
 
-    if n_res == 1:
-        one = _one_limit(work, scaled, allowed, incumbent, base)
-        if one is not None:
-            return one
-
-    # 2. LP relaxation
-    lp = solve_lp(work, scaled)
-    if lp.infeasible:
-        return ExactResult(None, "infeasible", np.inf, np.inf)
-    lam = lp.lam
-    lower = lp.bound
-
-    # 3. incumbent
     rows = np.arange(n_layers)
-    candidates = [round_lp(lp.choice_weight, work)]
-    if incumbent is not None:
-        candidates.insert(0, np.asarray(incumbent, dtype=np.int64))
-    best, upper = None, np.inf
-    for start in candidates:
-        fixed = start if (usage(scaled, start) <= 1.0).all() and np.isfinite(work[rows, start]).all() else repair(work, scaled, start)
-        if fixed is None:
-            continue
-        fixed = improve(work, scaled, fixed, lam)
-        value = float(work[rows, fixed].sum())
-        if value < upper:
-            best, upper = fixed, value
+    one = _one_limit(work, scaled, allowed, incumbent, base, deadline) if n_res == 1 else None
+    if isinstance(one, ExactResult):
+        return one
+    if one is not None:
+        # a front grew too large: the general path, with the hull LP's multiplier, bound and plan
+        # (the LP relaxation with one limit is that hull LP, so no LP solver is needed)
+        lam, lower, best = np.array([one[0]]), one[1], one[2]
+        upper = float(work[rows, best].sum())
+    else:
+        # 2. LP relaxation
+        lp = solve_lp(work, scaled, deadline=deadline)
+        if lp.infeasible:
+            return ExactResult(None, "infeasible", np.inf, np.inf)
+        lam = lp.lam
+        lower = lp.bound
+
+        # 3. incumbent
+        candidates = [round_lp(lp.choice_weight, work)]
+        if incumbent is not None:
+            candidates.insert(0, np.asarray(incumbent, dtype=np.int64))
+        best, upper = None, np.inf
+        for start in candidates:
+            fits = (usage(scaled, start) <= 1.0).all() and np.isfinite(work[rows, start]).all()
+            fixed = start if fits else repair(work, scaled, start, deadline=deadline)
+            if fixed is None:
+                continue
+            fixed = improve(work, scaled, fixed, lam, deadline=deadline)
+            value = float(work[rows, fixed].sum())
+            if value < upper:
+                best, upper = fixed, value
+        if best is None and _past(deadline):
+            return ExactResult(None, "timeout", np.inf, lower + base)
     tol = _tolerance(upper + base) if np.isfinite(upper) else _tolerance(lower + base)
     if best is not None and upper - lower <= tol:
         return ExactResult(best, "optimal", upper + base, upper + base)
@@ -147,11 +161,14 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
         return ExactResult(None, "infeasible", np.inf, np.inf)
 
     # 5. with many free layers, a beam search for a better incumbent (cheap bounds: small
-    # fronts), a second fixing with it, then the exact search with full fronts pruned against it
+    # fronts), a second fixing with it, then the exact search with full fronts pruned against it.
+    # Building a search space costs time linear in the free layers: not begun after the deadline.
+    if _past(deadline) and part.free.size:
+        return _stopped(best, upper, lower, base, nodes, part.free.size)
     if BEAM_WIDTH and part.free.size > BEAM_MIN_FREE:
         sub_upper = upper - part.fixed_loss
-        beam = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper, BEAM_FRONT), sub_upper, tol,
-                      deadline, beam=BEAM_WIDTH)
+        beam = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper, BEAM_FRONT, deadline), sub_upper,
+                      tol, deadline, beam=BEAM_WIDTH)
         nodes += beam.nodes
         if beam.choice is not None and beam.objective < sub_upper:
             best = part.assemble(beam.choice)
@@ -162,8 +179,11 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
             best = part.assemble([])
             upper = float(work[rows, best].sum())
         return ExactResult(best, "optimal", upper + base, upper + base, nodes, 0)
+    if _past(deadline):
+        return _stopped(best, upper, lower, base, nodes, part.free.size)
     sub_upper = upper - part.fixed_loss
-    result = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper), sub_upper, tol, deadline)
+    result = search(SearchSpace(part.losses, part.costs, part.cap, lam, sub_upper, deadline=deadline), sub_upper, tol,
+                    deadline)
     nodes += result.nodes
     free_layers, fixed_loss = part.free, part.fixed_loss
     if result.choice is not None and result.objective < sub_upper:
@@ -179,20 +199,30 @@ def solve_arrays(loss: np.ndarray, costs: np.ndarray, limits: np.ndarray, time_l
     return ExactResult(best, "feasible", upper + base, min(bound, upper) + base, nodes, free_layers.size)
 
 
+def _stopped(best: np.ndarray | None, upper: float, lower: float, base: float, nodes: int, free: int) -> ExactResult:
+    """The result when the deadline passes between phases: the incumbent (if any) and the LP bound."""
+    if best is None:
+        return ExactResult(None, "timeout", np.inf, lower + base, nodes, free)
+    return ExactResult(best, "feasible", upper + base, min(lower, upper) + base, nodes, free)
+
+
 def _one_limit(work: np.ndarray, scaled: np.ndarray, allowed: np.ndarray, incumbent: np.ndarray | None,
-               base: float) -> ExactResult | None:
-    """One limit without an LP solver; None when a front grows too large (the general path takes over).
+               base: float, deadline: float | None) -> ExactResult | tuple[float, float, np.ndarray] | None:
+    """One limit without an LP solver.
 
     The hull LP's multiplier and greedy plan (`solve_lp_one`), local search, reduced-cost fixing,
     then the Pareto merge of the layers left free, pruned against the incumbent by value and by
     the Lagrangian bound (`pareto.best_within`). Every pruning drops only points that cannot beat
-    the incumbent by more than `tol`, so the result is optimal within `tol`.
+    the incumbent by more than `tol`, so the result is optimal within `tol`. When a front grows
+    too large, returns (lam, bound, incumbent) for the general path's search instead; when the
+    deadline passes, the incumbent with status "feasible" and the hull bound; None when the
+    bisection finds no plan (the general path then decides, with its LP).
     """
     rows = np.arange(work.shape[0])
     lam, lower, greedy = solve_lp_one(work, scaled[0])
-    if greedy is None:
+    if greedy is None:  # no plan at any breakpoint (the Farkas test usually proves this first)
         return None
-    best = improve(work, scaled, greedy, np.array([lam]))
+    best = improve(work, scaled, greedy, np.array([lam]), deadline=deadline)
     upper = float(work[rows, best].sum())
     if incumbent is not None:
         incumbent = np.asarray(incumbent, dtype=np.int64)
@@ -209,9 +239,11 @@ def _one_limit(work: np.ndarray, scaled: np.ndarray, allowed: np.ndarray, incumb
             free = part.free
             try:
                 found = best_within(np.where(part.alive[free], work[free], np.inf), scaled[0, free], float(part.cap[0]),
-                                    DIRECT_FRONT, upper - part.fixed_loss - tol, lam)
+                                    DIRECT_FRONT, upper - part.fixed_loss - tol, lam, deadline)
             except FrontTooLarge:
-                return None
+                return lam, lower, best
+            except OutOfTime:
+                return ExactResult(best, "feasible", upper + base, min(lower, upper) + base, 0, free_count)
             if found is not None:
                 best = np.empty_like(best)
                 best[part.fixed], best[free] = part.fixed_choice, found

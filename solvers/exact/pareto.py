@@ -8,9 +8,11 @@ bounds of `solvers.exact.search` and the curves of `solvers.frontier` exact.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-__all__ = ["pareto_indices", "merge", "front_value", "best_within", "FrontTooLarge"]
+__all__ = ["pareto_indices", "merge", "front_value", "best_within", "FrontTooLarge", "OutOfTime"]
 
 
 def pareto_indices(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -58,8 +60,12 @@ class FrontTooLarge(Exception):
     """A front outgrew the `max_points` given to `best_within`."""
 
 
+class OutOfTime(Exception):
+    """The deadline given to `best_within` passed before the merge finished."""
+
+
 def best_within(loss: np.ndarray, cost: np.ndarray, cap: float, max_points: int, upper: float = np.inf,
-                slope: float = 0.0) -> np.ndarray | None:
+                slope: float = 0.0, deadline: float | None = None) -> np.ndarray | None:
     """Optimal choice for one limit by merging the layers' Pareto sets, or None if none beats `upper`.
 
     Exact with float costs: the optimum is the lowest-value point of the final front whose cost
@@ -74,6 +80,7 @@ def best_within(loss: np.ndarray, cost: np.ndarray, cap: float, max_points: int,
 
     Raises:
         FrontTooLarge: a front outgrew `max_points` (the caller falls back to another method).
+        OutOfTime: `deadline` (a `time.perf_counter()` value) passed.
     """
     allowed = np.isfinite(loss)
     least = np.where(allowed, cost, np.inf).min(axis=1)
@@ -90,6 +97,8 @@ def best_within(loss: np.ndarray, cost: np.ndarray, cap: float, max_points: int,
             raise FrontTooLarge(f"front of {c.size} points after layer {layer} (at most {max_points})")
         if c.size == 0:
             return None
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime(f"deadline passed after layer {layer} of {loss.shape[0]}")
         steps.append((parent, options[option]))
     index = int(np.argmin(v))
     choice = np.empty(loss.shape[0], dtype=np.int64)

@@ -67,7 +67,7 @@ def _window_nondominated(lo: np.ndarray, u: np.ndarray, window: int = DOMINANCE_
 class _Bounds:
     """Lower bounds on completing states at each depth."""
 
-    def __init__(self, losses, costs, cap, lam, value_limit, max_front):
+    def __init__(self, losses, costs, cap, lam, value_limit, max_front, deadline=None):
         self.cap, self.lam = cap, lam
         n, n_res = len(losses), cap.size
         priced = [l + lam @ c for l, c in zip(losses, costs)]
@@ -85,7 +85,7 @@ class _Bounds:
             prefix_priced = np.concatenate([[0.0], np.cumsum([(v + lam[r] * c[r]).min() for v, c in zip(values, costs)])])
             limit = value_limit + others @ cap
             fronts = _capped_fronts(values, [c[r] for c in costs], cap[r], limit - prefix,
-                                    lam[r], limit - prefix_priced + lam[r] * cap[r], max_front)
+                                    lam[r], limit - prefix_priced + lam[r] * cap[r], max_front, deadline)
             self.fronts.append((others, fronts))
 
     def __call__(self, d: int, lo: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -98,8 +98,9 @@ class _Bounds:
         return bound
 
 
-def _capped_fronts(values, costs, cap, max_value, slope, max_priced, max_front):
-    """Suffix fronts, stopping (None for earlier depths) once a front exceeds `max_front` points.
+def _capped_fronts(values, costs, cap, max_value, slope, max_priced, max_front, deadline=None):
+    """Suffix fronts, stopping (None for earlier depths) once a front exceeds `max_front` points
+    or the deadline passes (the bounds there fall back to the Lagrangian one: still valid).
 
     Entry d covers layers d.. (entry n is the empty sum). A suffix combination (c, v) is dropped
     when no prefix can complete it below the incumbent: v >= max_value[d], or
@@ -111,7 +112,7 @@ def _capped_fronts(values, costs, cap, max_value, slope, max_priced, max_front):
     fronts[n] = (c, v)
     for d in range(n - 1, -1, -1):
         c, v, _, _ = merge(c, v, costs[d], values[d], cap, max_value[d], slope, max_priced[d])
-        if c.size > max_front:
+        if c.size > max_front or (deadline is not None and time.perf_counter() > deadline):
             break
         fronts[d] = (c, v)
     return fronts
@@ -121,13 +122,13 @@ class SearchSpace:
     """The free layers in search order with their bounds; built once, searched by beam and exactly."""
 
     def __init__(self, losses: list[np.ndarray], costs: list[np.ndarray], cap: np.ndarray, lam: np.ndarray,
-                 upper: float, max_front: int = MAX_FRONT):
+                 upper: float, max_front: int = MAX_FRONT, deadline: float | None = None):
         n_res = cap.size
         self.order = np.argsort([-(c.max() if c.size else 0.0) for c in costs], kind="stable")
         self.losses = [losses[i] for i in self.order]
         self.costs = [costs[i].reshape(n_res, -1) for i in self.order]
         self.cap = cap
-        self.bounds = _Bounds(self.losses, self.costs, cap, lam, upper, max_front)
+        self.bounds = _Bounds(self.losses, self.costs, cap, lam, upper, max_front, deadline)
 
 
 def search(space: SearchSpace, upper: float, tol: float, deadline: float | None = None, batch: int = 50_000,
