@@ -15,17 +15,20 @@ from typing import Any
 from . import argtypes
 from .errors import DataLoadError, InputFileError, OptionError
 
-__all__ = ["add_model_args", "add_data_args", "add_solver_args", "add_quiet_arg", "solver_options",
+__all__ = ["add_model_args", "add_data_args", "add_plan_arg", "add_solver_args", "add_quiet_arg", "solver_options",
            "existing_file", "check_data_path", "out_path", "out_directory", "load_profile", "read_plan"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--pretrained``, ``--model-kwargs``: what :func:`mixqvit.loading.load_model` reads."""
+    """``--model``, ``--pretrained``, ``--model-kwargs``, ``--weights``: what :func:`mixqvit.loading.load_model` reads."""
     p.add_argument("--model", required=True, help="shipped demo model (fmnist_vit, fmnist_deit, fmnist_swin), "
                    "a checkpoint (.safetensors with .json beside it, or .pt/.pth), or a timm model name")
     p.add_argument("--pretrained", action="store_true", help="timm names: load the published weights (downloads them)")
     p.add_argument("--model-kwargs", type=argtypes.json_object, default=None, metavar="JSON",
                    help="timm names: constructor keywords as JSON, e.g. '{\"num_classes\": 10, \"img_size\": 32}'")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="timm names: a state_dict for the architecture (torch.save(model.state_dict()) .pth/.pt, "
+                   "or .safetensors); without it or --pretrained the weights are random (a warning says so)")
 
 
 def add_data_args(p: argparse.ArgumentParser, calib_default: int) -> None:
@@ -35,6 +38,11 @@ def add_data_args(p: argparse.ArgumentParser, calib_default: int) -> None:
     p.add_argument("--calib", type=argtypes.positive_int, default=calib_default, metavar="N",
                    help=f"calibration images, class-balanced and seeded (default {calib_default})")
     p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the calibration subset (default 0)")
+
+
+def add_plan_arg(p: argparse.ArgumentParser, example: str) -> None:
+    """``--plan``: a plan JSON from ``mixqvit solve`` or a uniform shorthand (read by :func:`read_plan`)."""
+    p.add_argument("--plan", required=True, help=f"plan JSON from `mixqvit solve`, or a uniform setting such as {example}")
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import positive_float, positive_int, unit_interval
-from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path, read_plan
+from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_path,
+                       read_plan)
 
 HELP = "quantization-aware training of a plan (or W2A2) from its PTQ model"
 DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer step sizes (LSQ/LSQ+) with "
@@ -27,7 +28,7 @@ DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer ste
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``qat`` options (model and data options as in ``mixqvit quantize``)."""
     add_model_args(parser)
-    parser.add_argument("--plan", required=True, help="plan JSON from `mixqvit solve`, or a uniform setting such as W2A2")
+    add_plan_arg(parser, "W2A2")
     add_data_args(parser, calib_default=256)
     parser.add_argument("--train", type=positive_int, default=10000, metavar="N",
                         help="training images, class-balanced and seeded, held in memory (default 10000; "
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     out, history_out = out_path(args.out, "model file"), out_path(args.history, "history file")
     check_data_path(args.data)
-    loaded = load_model(args.model, args.pretrained, args.model_kwargs)
+    loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
     teacher = None
     if args.teacher is not None and args.kd_weight > 0:
         teacher = load_model(args.teacher, args.pretrained, args.model_kwargs).model

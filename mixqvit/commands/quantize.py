@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from .. import argtypes
-from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path, read_plan
+from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_path,
+                       read_plan)
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
 DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W4A4, calibrate on a calibration "
@@ -13,7 +14,7 @@ DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--plan", required=True, help="plan JSON from `mixqvit solve`, or a uniform setting such as W4A4")
+    add_plan_arg(p, "W4A4")
     add_data_args(p, calib_default=256)
     p.add_argument("--eval", action="store_true", help="evaluate top-1 on the test data")
     p.add_argument("--float", action="store_true", help="with --eval, also evaluate the float model")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     out = out_path(args.out, "quantized model file")
     check_data_path(args.data)
-    loaded = load_model(args.model, args.pretrained, args.model_kwargs)
+    loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
     test = load_test(loaded, args.data, args.test_limit, args.seed) if args.eval else None
     with Timer() as t:
