@@ -72,7 +72,7 @@ def resolve_plan(plan: Any, sites: list[LayerSite], config: QuantConfig = QuantC
     return out
 
 
-def quantize(model: nn.Module, plan: Any, calib_data: Any, config: QuantConfig = QuantConfig(),
+def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfig = QuantConfig(),
              verbose: bool = False) -> nn.Module:
     """Post-training quantization: a new fake-quantized copy of ``model`` following ``plan``.
 
