@@ -36,15 +36,15 @@ def test_w8a8_is_close_to_float_and_w4a4_is_worse(tiny_model, calib128, test_ima
     cfg = QuantConfig(post_ln=mode)
     with torch.no_grad():
         ref = tiny_model(test_images)
-        err8 = _rel_l2(quantize(tiny_model, "W8A8", calib128, cfg)(test_images), ref)
-        err4 = _rel_l2(quantize(tiny_model, "W4A4", calib128, cfg)(test_images), ref)
+        err8 = _rel_l2(quantize(tiny_model, "W8A8", calib128, config=cfg)(test_images), ref)
+        err4 = _rel_l2(quantize(tiny_model, "W4A4", calib128, config=cfg)(test_images), ref)
     assert 0.0 < err8 <= W8A8_REL_ERROR_BOUND
     assert err4 > 1.5 * err8
 
 
 @pytest.mark.parametrize("bits", [3, 4])
 def test_weights_and_activations_have_at_most_2_pow_b_levels(tiny_model, calib_images, test_images, bits):
-    qmodel = quantize(tiny_model, f"W{bits}A{bits}", calib_images, QuantConfig(edge_bits=None))
+    qmodel = quantize(tiny_model, f"W{bits}A{bits}", calib_images, config=QuantConfig(edge_bits=None))
     outputs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outputs.__setitem__(n, o))
              for n, m in qmodel.named_modules() if isinstance(m, ActQuantizer)]
@@ -123,8 +123,8 @@ def test_quantize_is_deterministic(calib_images, test_images):
         a = quantize(model, "W4A4", calib_images)(test_images)
         b = quantize(model, "W4A4", calib_images)(test_images)
         # min/max statistics do not depend on how the data is batched
-        c = quantize(model, "W4A4", calib_images, minmax)(test_images)
-        d = quantize(model, "W4A4", loader, minmax)(test_images)
+        c = quantize(model, "W4A4", calib_images, config=minmax)(test_images)
+        d = quantize(model, "W4A4", loader, config=minmax)(test_images)
     assert torch.equal(a, b)
     assert torch.allclose(c, d, rtol=0, atol=1e-5 * float(c.abs().max()))
 
