@@ -16,7 +16,7 @@ from ..options import out_directory
 HELP = "train a shipped demo model on Fashion-MNIST"
 DESCRIPTION = ("Train a demo model on Fashion-MNIST and write its weights (.safetensors) and record (.json) to "
                "--out-dir; load the result with --model OUT_DIR/NAME.safetensors.")
-#: The trainable demo models (``mixqvit.train.RECIPES``; kept here so `--help` needs no torch).
+#: The trainable demo models (``mixqvit.recipes.RECIPES``; kept here so `--help` needs no torch).
 TRAINABLE = ("fmnist_vit", "fmnist_deit", "fmnist_swin")
 DEFAULT_OUT_DIR = "models"
 

@@ -18,16 +18,9 @@ from mixqvit.data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from mixqvit.datasets import EvalData
 from mixqvit.evaluation import evaluate_top1
 from mixqvit.models import build_model, load_shipped, shipped_paths
-from mixqvit.train import (
-    RECIPES,
-    CheckpointExistsError,
-    TeacherTargets,
-    TrainConfig,
-    augment,
-    fit,
-    lr_at,
-    train_model,
-)
+from mixqvit.fit import TeacherTargets, augment, fit, lr_at
+from mixqvit.recipes import RECIPES, TrainConfig
+from mixqvit.train import CheckpointExistsError, train_model
 
 SMALL = TrainConfig(epochs=1, batch_size=64, lr=1e-3, warmup_epochs=0.0)
 
