@@ -1,0 +1,86 @@
+"""ONNX QDQ export: a standard graph (integer weight initializers, Q/DQ pairs with the plan's
+ranges, the log softmax quantizer in plain ops) that onnxruntime runs to the fake-quant logits.
+
+onnxruntime's float kernels (GEMM order, LayerNorm) differ from torch's by float rounding, and a
+quantizer turns a rounding difference at a level boundary into a whole step; so most images match
+to float precision and a rare one is off by a step's effect (see README, "Deployable files").
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from export_helpers import MixedPlan, tiny
+from quant_helpers import make_images
+
+import quant
+from quant.export import ExportError, export
+
+onnx = pytest.importorskip("onnx")  # the [export] extra; part of [dev], so CI runs these
+ort = pytest.importorskip("onnxruntime")
+
+
+def _per_image_error(want: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+    return (want - got).norm(dim=1) / want.norm(dim=1)
+
+
+@pytest.fixture(scope="module", params=["vit", "swin"])
+def exported(request, tmp_path_factory):
+    model = tiny(request.param)
+    plan = MixedPlan(quant.find_quantizable_layers(model))
+    qmodel = quant.quantize(model, plan, make_images(32, seed=1))
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    return qmodel, plan, export(qmodel, path, format="onnx", plan=plan)
+
+
+def test_onnxruntime_matches_the_fake_quant_model(exported):
+    qmodel, _, result = exported
+    images = make_images(24, seed=2)
+    session = ort.InferenceSession(str(result.path))
+    got = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    with torch.no_grad():
+        want = qmodel(images)
+    errors = _per_image_error(want, got)
+    assert float(errors.median()) < 1e-5  # the same function, to float precision
+    assert float((want - got).norm() / want.norm()) < 1e-2  # and no image far off
+    assert result.file_bytes == result.path.stat().st_size
+
+
+def test_graph_is_standard_qdq(exported):
+    qmodel, plan, result = exported
+    graph = onnx.load(str(result.path)).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    uniform_acts = [m for m in qmodel.modules() if isinstance(m, quant.ActQuantizer) and m.bits and m.kind == "uniform"]
+    assert ops["QuantizeLinear"] == len(uniform_acts)
+    assert ops["Clip"] >= sum(1 for m in uniform_acts if m.bits < 8)  # sub-8-bit ranges in 8-bit containers
+    assert {"Log", "Round", "Where"} <= set(ops)  # the log2 softmax quantizer in standard ops
+    assert "ai.onnx" not in {o.domain for o in onnx.load(str(result.path)).opset_import} - {""}
+    inits = {i.name: i for i in graph.initializer}
+    sites = {n: s for n, s in quant.quant_sites(qmodel).items() if s.kind != "matmul"}
+    for name, site in sites.items():
+        codes = onnx.numpy_helper.to_array(inits[f"{name}.weight_quant.codes"])
+        assert codes.dtype in (np.int8, np.uint8) and codes.shape == tuple(site.weight.shape)
+        lo, hi = -(2 ** (site.w_bits - 1)), 2 ** (site.w_bits - 1) - 1
+        assert lo <= codes.min() and codes.max() <= hi  # the plan's width, not the container's
+        assert not any(n.startswith(f"{name}.weight") and i.data_type == onnx.TensorProto.FLOAT
+                       and len(i.dims) > 1 for n, i in inits.items())  # no float copy of the weight
+
+
+def test_batch_is_dynamic(exported):
+    _, _, result = exported
+    session = ort.InferenceSession(str(result.path))
+    for n in (1, 5):
+        out = session.run(["logits"], {"images": make_images(n, seed=3).numpy()})[0]
+        assert out.shape == (n, 10)
+
+
+def test_learned_non_integer_offsets_are_refused(tmp_path):
+    qmodel = quant.quantize(tiny("vit"), "W4A4", make_images(32, seed=1))
+    act = qmodel.get_submodule("blocks.0.mlp.fc1.act_quant")
+    act.materialize()
+    act.quantizer.zero_point = act.quantizer.zero_point + 0.5  # what an LSQ+ offset can learn
+    with pytest.raises(ExportError, match="non-integer zero point.*format='packed'"):
+        export(qmodel, tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
