@@ -146,7 +146,7 @@ def choice_of(plan: Plan, posed: Posed, i: int = 0) -> np.ndarray:
 
 
 def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping, k: int = 4, perturbed: int = 8,
-                    sigma: float = 0.5, gap: float = 0.10, extra: Sequence[Plan] = (), seed: int = 0,
+                    sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (), seed: int = 0,
                     objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
                     pinned: Mapping[str, int | None] | None = None,
                     solver: str = "auto") -> tuple[list[Candidate], float, bool]:
@@ -178,7 +178,7 @@ def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping,
 
 
 def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, score: Score, k: int = 4,
-                perturbed: int = 8, sigma: float = 0.5, gap: float = 0.10, extra: Sequence[Plan] = (),
+                perturbed: int = 8, sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (),
                 seed: int = 0, objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA,
                 tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None,
                 solver: str = "auto") -> JointChoice:
