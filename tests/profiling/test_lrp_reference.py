@@ -3,8 +3,10 @@
 ``data/lrp_reference.json`` holds the relevance numbers of the straightforward implementation
 (every rule written with autograd primitives: explicit LayerNorm, ``_Surrogate`` GELU, ``_half``
 on each attention operand, tensor hooks for the softmax bookkeeping), recorded on the tiny
-timm models of the profiling tests. The fused rules must reproduce them to 1e-6 (relative to
-the largest value of each quantity: float reassociation only).
+timm models of the profiling tests, in float32. The fused rules must reproduce them to 1e-4
+(relative to the largest value of each quantity): float32 results differ across CPUs' BLAS kernels
+(up to 3e-5 measured, e.g. with ``ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2``,
+which CI also runs), while a changed rule moves these numbers by far more.
 
 Regenerate (only when the rules themselves change on purpose, and say so in docs/lrp.md):
 ``python -m tests.profiling.test_lrp_reference`` from the repository root.
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _profiling_fixtures import BUILDERS, images  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "lrp_reference.json"
-RTOL = 1e-6
+RTOL = 1e-4  # float32 across BLAS kernels: differences up to 3e-5 were measured (AVX2 vs AVX-512 vs SSE)
 
 
 def _blocks(model) -> list[str]:
