@@ -32,10 +32,31 @@ class EvalData:
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.dataset)
 
-    def loader(self, batch_size: int) -> torch.utils.data.DataLoader:
+    def loader(self, batch_size: int, workers: int = 0) -> torch.utils.data.DataLoader:
         if self.images is not None:
             return fmnist_data.make_loader(self.images, self.labels, batch_size=batch_size)
-        return fmnist_data.make_loader(self.dataset, batch_size=batch_size)
+        return fmnist_data.make_loader(self.dataset, batch_size=batch_size, num_workers=workers)
+
+    def shard(self, rank: int, size: int) -> "EvalData":
+        """The contiguous part ``rank`` of ``size`` (torchrun: each process evaluates one)."""
+        if size == 1:
+            return self
+        from quant.dist import split_evenly
+
+        part = split_evenly(len(self), size)[rank]
+        if self.images is not None:
+            return EvalData(self.images[part.start:part.stop], self.labels[part.start:part.stop],
+                            description=self.description)
+        return EvalData(None, None, torch.utils.data.Subset(self.dataset, list(part)), self.description)
+
+    def num_classes(self) -> int | None:
+        """Classes of an ImageFolder (its sub-directories), or 1 + the largest label in memory."""
+        ds = self.dataset
+        while isinstance(ds, torch.utils.data.Subset):
+            ds = ds.dataset
+        if ds is not None:
+            return len(ds.classes) if hasattr(ds, "classes") else None
+        return None if self.labels is None or not len(self.labels) else int(self.labels.max()) + 1
 
 
 def _is_fashion_mnist_dir(root: Path) -> bool:

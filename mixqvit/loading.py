@@ -7,8 +7,11 @@ Models are named three ways (:func:`load_model`):
   :func:`save_checkpoint` or by ``mixqvit train``), or a torch file (``.pt``/``.pth``/``.bin``)
   holding a whole module or ``{"arch", "model_kwargs", "state_dict"}``;
 * any ``timm`` model name, with ``pretrained=True`` for its published weights (downloaded by
-  timm; needs internet the first time) and ``model_kwargs`` for its constructor. Without
-  ``pretrained`` the weights are a seeded random initialisation (the same in every command).
+  timm; needs internet the first time, and fails at once without it unless they are cached),
+  ``weights=FILE`` for a plain ``torch.save(model.state_dict())`` ``.pth``/``.pt`` or a bare
+  ``.safetensors`` of that architecture, and ``model_kwargs`` for its constructor. With neither
+  the weights are a seeded random initialisation (the same in every command): a warning line
+  says so and ``info["weights"]`` records it (profiles carry it in their metadata).
 
 The result is a :class:`LoadedModel`: the module in eval mode plus its data config, so
 :mod:`mixqvit.datasets` can feed it images the way it was trained on them.
@@ -18,9 +21,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -31,7 +36,8 @@ from . import data as fmnist_data
 from . import models as shipped_models
 from .errors import InputFileError, ModelLoadError
 
-__all__ = ["LoadedModel", "TORCH_SUFFIXES", "FMNIST_INPUT", "load_model", "save_checkpoint", "save_quantized"]
+__all__ = ["LoadedModel", "TORCH_SUFFIXES", "FMNIST_INPUT", "load_model", "read_state_dict", "save_checkpoint",
+           "save_quantized"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _CHECKPOINT_SUFFIXES = (".safetensors",) + TORCH_SUFFIXES
@@ -107,10 +113,11 @@ def _build_timm(arch: str, pretrained: bool, model_kwargs: Mapping[str, Any] | N
             f"not an existing checkpoint file, and not a timm model name{hint} "
             "(list timm names with `python -c \"import timm; print(timm.list_models('vit*'))\"`)"
         )
+    offline = _hub_offline_reason() if pretrained else None
     try:
         # Random initialisation is seeded (and the caller's RNG left untouched), so separate
         # commands (`profile`, then `quantize`) naming the same untrained model get the same one.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _hub_offline(offline is not None):
             torch.manual_seed(RANDOM_INIT_SEED)
             return timm.create_model(arch, pretrained=pretrained, **dict(model_kwargs or {}))
     except TypeError as exc:
@@ -119,11 +126,58 @@ def _build_timm(arch: str, pretrained: bool, model_kwargs: Mapping[str, Any] | N
         if not pretrained:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if offline is not None:
+            raise ModelLoadError(
+                f"no pretrained weights for {arch!r} in the local Hugging Face cache, and {offline}; run once "
+                "with internet access to cache them, or pass --weights FILE (a state_dict) or a checkpoint path"
+            ) from None
         raise ModelLoadError(
             f"could not get pretrained weights for {arch!r} ({type(exc).__name__}: {first}); timm downloads "
             "them from the Hugging Face Hub on first use, so check the internet connection (or the "
             "HF_HUB_OFFLINE setting and cache), or pass a checkpoint path instead"
         ) from None
+
+
+def _hub_offline_reason(timeout_s: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be used now (None: it can): HF_HUB_OFFLINE, or no answer
+    from huggingface.co within `timeout_s` (DNS included, so a machine without network fails in
+    seconds instead of retrying for minutes)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:  # the HF_HUB_OFFLINE environment variable, as the hub reads it
+        return "HF_HUB_OFFLINE is set"
+    import socket
+    import threading
+
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return None if reached else f"huggingface.co cannot be reached (no answer in {timeout_s:.0f} s)"
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Put huggingface_hub in offline mode for the block (cached weights load, nothing is fetched)."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -132,13 +186,18 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or spec.endswith(_CHECKPOINT_SUFFIXES + (".json",)) or Path(spec).exists()
 
 
-def load_model(spec: str, pretrained: bool = False, model_kwargs: Mapping[str, Any] | None = None) -> LoadedModel:
+def load_model(spec: str, pretrained: bool = False, model_kwargs: Mapping[str, Any] | None = None,
+               weights: str | os.PathLike | None = None) -> LoadedModel:
     """Load a model named by ``spec``: shipped name, checkpoint path or timm name (module docstring).
 
-    Raises :class:`ModelLoadError` (unknown name, missing or unreadable checkpoint, failed
-    download) with a message that says which of the three forms was expected.
+    ``weights`` (timm names only): a state_dict file for the architecture. Raises
+    :class:`ModelLoadError` (unknown name, missing or unreadable checkpoint, failed download,
+    weights that do not fit) with a message that says which of the forms was expected.
     """
     spec = str(spec)
+    if weights is not None and (pretrained or spec in shipped_models.available_models() or _looks_like_path(spec)):
+        raise ModelLoadError(f"--weights {weights} goes with a timm model name (the architecture), not with "
+                             f"{'--pretrained' if pretrained else repr(spec)}")
     if spec in shipped_models.available_models():
         if pretrained or model_kwargs:
             raise ModelLoadError(
@@ -156,7 +215,46 @@ def load_model(spec: str, pretrained: bool = False, model_kwargs: Mapping[str, A
         return _load_checkpoint(Path(spec))
     model = _build_timm(spec, pretrained, model_kwargs)
     info = {"arch": spec, "pretrained": bool(pretrained), "model_kwargs": dict(model_kwargs or {})}
+    if weights is not None:
+        _load_state(model, read_state_dict(Path(weights)), str(weights))
+        info["weights"] = f"file {weights}"
+    elif pretrained:
+        info["weights"] = "pretrained (timm)"
+    else:
+        info["weights"] = f"random (seed {RANDOM_INIT_SEED}; no --pretrained, no --weights)"
+        print(f"warning: {spec} has RANDOM weights (no --pretrained, no --weights FILE): its accuracy and profile "
+              "say nothing about the trained model", file=sys.stderr, flush=True)
     return _timm_loaded(model, spec, "timm", info)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state_dict file: ``.safetensors``, or a ``torch.save`` of a state_dict
+    (also one nested under "state_dict", "model" or "model_state_dict", with DDP's "module."
+    prefixes), read without unpickling code."""
+    if not path.is_file():
+        raise ModelLoadError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"cannot read weights {path}: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors have many types
+        raise ModelLoadError(f"cannot read weights {path} as a state_dict ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); expected torch.save(model.state_dict()) "
+                             "or a .safetensors file") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors; expected "
+                             "torch.save(model.state_dict()) or a .safetensors file")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path
+from ..runtime import add_runtime_args, setup
 
 HELP = "measure layer costs, importance and sensitivity -> profile.json"
 DESCRIPTION = ("Measure each quantizable layer (costs, LRP importance, sensitivity at each candidate bit-width) "
@@ -20,6 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sensitivity damage measure: KL of the logits to float (default), loss increase, top-1 drop")
     p.add_argument("--no-importance", action="store_true", help="skip LRP importance (sensitivity-only objective)")
     p.add_argument("--out", default="profile.json", help="profile JSON to write (default profile.json)")
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=32, metavar="N",
+                   help="images per forward pass of LRP and sensitivity: sets the peak memory, not the result "
+                   "(default 32)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="sensitivity checkpoint, rewritten after every layer; rerunning the same command resumes "
+                   "from it (a checkpoint of other options is refused)")
+    add_runtime_args(p, workers=False)
     add_quiet_arg(p)
 
 
@@ -29,14 +37,22 @@ def run(args: argparse.Namespace) -> int:
     from ..loading import load_model
     from ..timing import Timer
 
+    runtime = setup(args)
     out = out_path(args.out, "profile file")
+    ckpt = out_path(args.checkpoint, "checkpoint file")
     check_data_path(args.data)
-    loaded = load_model(args.model, args.pretrained, args.model_kwargs)
+    loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
+    loaded.model.to(runtime.device)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
+    if ckpt is not None and ckpt.exists() and runtime.main:
+        print(f"checkpoint {ckpt} exists: resuming from it", flush=True)
     with Timer() as t:
         profile = profile_loaded(loaded, calib, bits=args.bits, verbose=not args.quiet, metric=args.metric,
-                                 importance=not args.no_importance, seed=args.seed)
-    profile.save(out)
-    print(f"profiled {len(profile.layers)} layers of {loaded.name} at bits {list(profile.bits)} on "
-          f"{len(calib[0])} images in {t.seconds:.1f} s; wrote {out}")
+                                 importance=not args.no_importance, seed=args.seed, batch_size=args.batch_size,
+                                 checkpoint=None if ckpt is None else str(ckpt))
+    if runtime.main:
+        profile.save(out)
+        procs = f" x {runtime.world_size} processes" if runtime.world_size > 1 else ""
+        print(f"profiled {len(profile.layers)} layers of {loaded.name} at bits {list(profile.bits)} on "
+              f"{len(calib[0])} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 from ..argtypes import positive_float, positive_int, unit_interval
 from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_path,
                        read_plan)
+from ..runtime import add_runtime_args, setup
 
 HELP = "quantization-aware training of a plan (or W2A2) from its PTQ model"
 DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer step sizes (LSQ/LSQ+) with "
@@ -45,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kd-temperature", type=positive_float, default=2.0, help="distillation temperature (default 2)")
     parser.add_argument("--teacher", default=None,
                         help="distillation teacher, named like --model (default: the float model itself)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="checkpoint file: written every epoch (and --checkpoint-every steps); resumed from "
                         "when it exists and belongs to the same run")
@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=positive_int, default=250)
     parser.add_argument("--history", default=None, metavar="JSON", help="write the per-epoch history to this JSON file")
     parser.add_argument("--out", default=None, help="file for the trained quantized model (torch.save of the whole module)")
+    add_runtime_args(parser)
     add_quiet_arg(parser)
 
 
@@ -71,53 +72,59 @@ def run(args: argparse.Namespace) -> int:
 
     from ..datasets import load_calibration, load_test
     from ..errors import InputFileError
-    from ..evaluation import evaluate_top1
+    from ..evaluation import evaluate_top1, warn_if_classes_differ
     from ..loading import load_model, save_quantized
     from ..report import json_safe
     from ..timing import Timer
 
+    runtime = setup(args)
     plan = read_plan(args.plan)
     out, history_out = out_path(args.out, "model file"), out_path(args.history, "history file")
     check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
+    loaded.model.to(runtime.device)
+    say = print if runtime.main else (lambda *a, **k: None)
     teacher = None
     if args.teacher is not None and args.kd_weight > 0:
-        teacher = load_model(args.teacher, args.pretrained, args.model_kwargs).model
+        teacher = load_model(args.teacher, args.pretrained, args.model_kwargs).model.to(runtime.device)
     train = load_calibration(loaded, args.data, args.train, args.seed)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
     label = plan if isinstance(plan, str) else (plan.budget or "plan")
     if args.checkpoint is not None and Path(args.checkpoint).exists():
-        print(f"checkpoint {args.checkpoint} exists: resuming from it", flush=True)
+        say(f"checkpoint {args.checkpoint} exists: resuming from it", flush=True)
     with Timer() as t:
         try:
             config = QATConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                kd_temperature=args.kd_temperature, kd_weight=args.kd_weight, seed=args.seed,
                                max_steps=args.max_steps, checkpoint_every=args.checkpoint_every)
             qmodel, history = qat(loaded.model, plan, train, config=config, calib_data=calib[0], teacher=teacher,
-                                  checkpoint=args.checkpoint, device=args.device, verbose=not args.quiet)
+                                  checkpoint=args.checkpoint, device=runtime.device, verbose=not args.quiet)
         except CheckpointMismatchError as exc:
             raise InputFileError(str(exc)) from None
     last = history[-1] if history else {}
-    print(f"QAT of {loaded.name} ({label}) on {len(train[0])} images: {sum(r['steps'] for r in history)} steps, "
+    say(f"QAT of {loaded.name} ({label}) on {len(train[0])} images: {sum(r['steps'] for r in history)} steps, "
           f"final epoch loss {last.get('loss', float('nan')):.4f}, train acc {last.get('train_acc', float('nan')):.4f} "
           f"({t.seconds:.1f} s)")
     result: dict[str, Any] = {"model": loaded.name, "plan": label, "history": history}
     if args.eval:
         test = load_test(loaded, args.data, args.test_limit, args.seed)
-        acc = evaluate_top1(qmodel, test, batch_size=args.eval_batch_size, verbose=not args.quiet, desc="qat")
+        if runtime.main:
+            warn_if_classes_differ(loaded.model, test)
+        acc = evaluate_top1(qmodel, test, batch_size=args.eval_batch_size, verbose=not args.quiet, desc="qat",
+                            workers=runtime.workers)
         line = f"top-1 on {test.description}: QAT {acc:.4f}"
         result["top1"] = acc
         if args.float:
             acc_f = evaluate_top1(loaded.model, test, batch_size=args.eval_batch_size, verbose=not args.quiet,
-                                  desc="float")
+                                  desc="float", workers=runtime.workers)
             line += f", float {acc_f:.4f}"
             result["top1_float"] = acc_f
-        print(line)
-    if history_out is not None:
+        say(line)
+    if history_out is not None and runtime.main:
         write_json(history_out, json_safe(result))
-        print(f"wrote {history_out}")
-    if out is not None:
+        say(f"wrote {history_out}")
+    if out is not None and runtime.main:
         save_quantized(qmodel, out)
-        print(f"wrote {out}")
+        say(f"wrote {out}")
     return 0
 

@@ -149,4 +149,4 @@ def test_pretrained_download_failure_is_clear(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["profile", "--model", ARCH, "--pretrained", "--data", "."]) == 2
     line = _error_line(capsys)
-    assert "could not get pretrained weights for 'vit_tiny_patch16_224'" in line and "internet" in line
+    assert "no pretrained weights for 'vit_tiny_patch16_224'" in line and "internet" in line
