@@ -150,8 +150,9 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
         uni, mix = by[("uniform", b)], by[("mixed", b)]
         assert mix["size_mb"] <= uni["size_mb"] * (1 + 1e-9) and mix["gbops"] <= uni["gbops"] * (1 + 1e-9)
         assert mix["solver"] and mix["solve_time_s"] >= 0
-        # the kept plan is never jointly worse on the calibration images than the uniform one
-        assert mix["calib_kl"] <= uni["calib_kl"] and mix["plan_source"] in ("ILP optimum", "uniform (lower calib KL)")
+        # the chosen plan (uniform among the candidates) is never jointly worse on the calibration images
+        assert mix["calib_kl"] <= uni["calib_kl"] and "lowest calib KL" in mix["plan_source"]
+        assert mix["plan_source"].split(" (")[0].rstrip("0123456789 ") in ("ILP optimum", "uniform", "k-best", "perturbed")
         if mix["plan_source"].startswith("uniform"):
             assert (mix["size_mb"], mix["gbops"], mix["top1"]) == (uni["size_mb"], uni["gbops"], uni["top1"])
     assert all(0 <= r["top1"] <= 100 for r in table["rows"])
