@@ -23,6 +23,8 @@ from .errors import (
     UnknownSolverError,
 )
 from .frontier import frontier
+from .joint import JointChoice, solve_joint
+from .kbest import k_best
 from .objective import DEFAULT_ALPHA, OBJECTIVES, loss_table
 from .plan import Plan
 from .profile import FORMAT_VERSION, KINDS, LayerInfo, Profile
@@ -34,6 +36,9 @@ __all__ = [
     "Budget",
     "Plan",
     "solve",
+    "solve_joint",
+    "JointChoice",
+    "k_best",
     "frontier",
     "compare_solvers",
     "loss_table",
