@@ -6,4 +6,4 @@ commands stay torch-free); the torch work is imported inside ``run``.
 """
 
 #: Command names in the order ``mixqvit --help`` lists them; each is a module of this package.
-COMMANDS = ("profile", "solve", "compare", "quantize", "qat", "train", "demo")
+COMMANDS = ("profile", "solve", "compare", "quantize", "export", "qat", "train", "demo")

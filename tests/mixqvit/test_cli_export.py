@@ -1,0 +1,62 @@
+"""`mixqvit export`: a packed file that reloads to the quantized model, an ONNX file that
+onnxruntime runs, and one-line refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
+
+import quant
+from allocator import LayerInfo, Plan, Profile
+from mixqvit.cli import main
+from mixqvit.datasets import load_calibration, load_test
+from mixqvit.loading import load_model
+
+
+def test_packed_export_of_the_shipped_vit_reloads_to_the_quantized_model(tmp_path, capsys):
+    assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--calib", "32", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    path = tmp_path / "fmnist_vit.safetensors"
+    assert f"wrote {path}: {path.stat().st_size:,} bytes" in out and "packed weight codes" in out
+    loaded = load_model("fmnist_vit")
+    reference = quant.quantize(loaded.model, "W4A4", load_calibration(loaded, None, 32)[0])
+    images = load_test(loaded, None, limit=64).images
+    with torch.no_grad():
+        assert torch.equal(quant.load_packed(path)(images), reference(images))
+
+
+def test_onnx_export_of_a_timm_model(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    data = write_image_folder(tmp_path / "data", per_class=4)
+    assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W8A8", "--calib", "6", "--format", "onnx",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "out" / f"{ARCH}.onnx"))
+    images = np.random.default_rng(0).standard_normal((2, 3, TINY["img_size"], TINY["img_size"])).astype(np.float32)
+    assert session.run(["logits"], {"images": images})[0].shape == (2, TINY["num_classes"])
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_plan_for_another_model_is_refused(tmp_path, capsys):
+    layers = [LayerInfo("patch_embed.proj", "conv", 100, 100), LayerInfo("blocks.0.attn.qkv", "linear", 100, 100),
+              LayerInfo("head", "linear", 10, 10)]
+    profile = Profile(layers, (4, 8), weight_sensitivity=np.zeros((3, 2)), metadata={"model": "other"})
+    plan_path = Plan.uniform(profile, 4, 4).save(tmp_path / "plan.json")
+    assert main(["export", "--model", "fmnist_vit", "--plan", str(plan_path), "--calib", "8",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "plan does not match the model" in _error_line(capsys)
+    assert not any((tmp_path / "out").iterdir())  # nothing written
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; give a directory" in _error_line(capsys)
