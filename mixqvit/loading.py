@@ -222,8 +222,11 @@ def load_model(spec: str, pretrained: bool = False, model_kwargs: Mapping[str, A
         info["weights"] = "pretrained (timm)"
     else:
         info["weights"] = f"random (seed {RANDOM_INIT_SEED}; no --pretrained, no --weights)"
-        print(f"warning: {spec} has RANDOM weights (no --pretrained, no --weights FILE): its accuracy and profile "
-              "say nothing about the trained model", file=sys.stderr, flush=True)
+        from quant.dist import is_main
+
+        if is_main():  # under torchrun one line, not one per process
+            print(f"warning: {spec} has RANDOM weights (no --pretrained, no --weights FILE): its accuracy and "
+                  "profile say nothing about the trained model", file=sys.stderr, flush=True)
     return _timm_loaded(model, spec, "timm", info)
 
 

@@ -72,3 +72,26 @@ def test_missing_gpu_and_bad_weights_are_one_line_errors(folder, tmp_path, capsy
     assert main(["quantize", *common, "--plan", "W8A8", "--weights", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "do not fit" in err and "Traceback" not in err
+
+
+def _sharded_top1(folder: str) -> tuple:
+    from mixqvit.datasets import load_test
+    from mixqvit.evaluation import evaluate_top1
+    from mixqvit.loading import load_model
+    from quant import dist, quantize
+
+    loaded = load_model("vit_tiny_patch16_224", model_kwargs={"img_size": 32, "patch_size": 8, "depth": 2,
+                                                              "num_classes": 3})
+    test = load_test(loaded, folder)
+    qmodel = quantize(loaded.model, "W4A4", test.dataset[0][0][None])
+    return dist.world(), evaluate_top1(qmodel, test, batch_size=4, verbose=False), len(test)
+
+
+def test_evaluation_sharded_over_two_processes_equals_one(tmp_path):
+    from quant import dist
+
+    folder = write_image_folder(tmp_path / "data", per_class=7, size=32)  # 21 images: uneven shares of 11 + 10
+    single = _sharded_top1(str(folder))
+    out = dist.spawn(_sharded_top1, 2, str(folder))
+    assert [o[0] for o in out] == [(0, 2), (1, 2)]
+    assert all(o[1:] == single[1:] for o in out), (single, out)
