@@ -175,6 +175,7 @@ BAD_NUMBERS = {
     "solve": ["solve", "p.json", "--budget", "4", "--alpha", "2"],
     "compare": ["compare", "p.json", "--time-limit", "-1"],
     "quantize": ["quantize", *MODEL_ARGS, "--plan", "W4A4", "--test-limit", "0"],
+    "export": ["export", *MODEL_ARGS, "--plan", "W4A4", "--calib", "0", "--out", "d"],
     "qat": ["qat", *MODEL_ARGS, "--plan", "W2A2", "--epochs", "0"],
     "train": ["train", "fmnist_vit", "--epochs", "0"],
     "demo": ["demo", "--calib", "-3"],
