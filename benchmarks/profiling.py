@@ -1,20 +1,28 @@
-"""Cost of profiling in forward-equivalents: sensitivity (naive vs suffix-cached) and LRP.
+"""Cost of profiling real-sized models: forward-equivalents, peak memory, and 2 processes vs 1.
 
-    python -m benchmarks.profiling [--images 8] [--sites 6 | --sites all] [--bits 2 4]
-                                   [--models deit_tiny swin_tiny] [--no-naive]
+    python -m benchmarks.profiling [--images 2] [--models deit_s swin_t vit_b] [--sites 8 | all]
+                                   [--bits 2 3 4 5 6 8] [--no-naive] [--memory] [--dist] [--fakequant]
 
-Unit: one float forward pass of the unmodified model over the same calibration images
-(timm's fused attention, no_grad). For each model, the sensitivity of an evenly spaced subset
-of sites (from the patch embedding to the head, so the average suffix length is
-representative) -- or, with ``--sites all``, of every site (the full matrix, measured, nothing
-extrapolated) -- is measured with full re-evaluation (naive, skipped with ``--no-naive``) and
-with the suffix cache, both weights and activations; the cost per (site, bits) pair is reported
-in forward-equivalents. Also reported: LRP, plain autograd forward+backward (input gradient
-only, for reference) and a forward of the prepared model with every quantizer off.
-Targets: cached <= 0.6 forward-equivalents per pair (full matrix: setup included),
-LRP <= 3 forward-equivalents. Random-init models (the cost does not depend on the weights).
-Torch runs on one thread; times are process CPU times, each the best of several runs (the
-machine may be shared: the minimum is the run least disturbed). Writes benchmarks/results/profiling.json.
+Models: random-init timm ``deit_small_patch16_224``, ``swin_tiny_patch4_window7_224`` and
+``vit_base_patch16_224`` (the cost does not depend on the weights), 224x224 inputs, one torch
+thread; times are process CPU times, each the best of several runs (the machine may be shared).
+
+* Cost (default): unit = one float forward pass of the unmodified model over the same images
+  (timm's fused attention, no_grad). LRP, plain autograd forward+backward, and the sensitivity
+  of every (layer, bits) pair -- ``--sites all`` measures the full matrix (setup included, nothing
+  extrapolated); ``--sites N`` measures N evenly spaced sites and estimates the matrix from them.
+* ``--memory``: peak resident memory (``ru_maxrss`` of a fresh subprocess per measurement; torch
+  CPU tensors are invisible to tracemalloc) with 32 and 256 calibration images, through
+  ``profile_model(model, one_big_tensor)`` and through ``mixqvit profile`` on an ImageFolder.
+  Flat means within 10%. Full-size DeiT-S for the API run with LRP and the sensitivity of three
+  sites (first, middle, last: the memory of a pair does not depend on how many pairs follow); the
+  CLI run profiles every site of a 2-block DeiT-S at 4 bits (the whole command, data loading
+  included) so that it finishes in minutes on a CPU.
+* ``--dist``: wall time of ``profile_model`` in 2 gloo processes (one thread each) against 1
+  process (one thread), on a 4-block DeiT-S; the profiles must be identical.
+* ``--fakequant``: a W4A4 fake-quantized DeiT-S forward against the float forward.
+
+Writes benchmarks/results/profiling.json (the parts run).
 """
 from __future__ import annotations
 
@@ -25,7 +33,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -33,25 +43,26 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from quant import calibrate, prepare  # noqa: E402
-from timm.models.deit import VisionTransformerDistilled  # noqa: E402
-from timm.models.swin_transformer import SwinTransformer  # noqa: E402
+from quant import calibrate, dist, prepare, quant_sites, quantize  # noqa: E402
 
-from profiling import lrp_importance, measure_sensitivity  # noqa: E402
-from profiling import as_calib_set  # noqa: E402
+from profiling import lrp_importance, measure_sensitivity, profile_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "profiling.json"
+TIMM_NAMES = {"deit_s": "deit_small_patch16_224", "swin_t": "swin_tiny_patch4_window7_224",
+              "vit_b": "vit_base_patch16_224"}
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, **kwargs) -> torch.nn.Module:
+    import timm
+
+    if name not in TIMM_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(TIMM_NAMES)}")
     torch.manual_seed(0)
-    if name == "deit_tiny":
-        return VisionTransformerDistilled(img_size=224, patch_size=16, embed_dim=192, depth=12,
-                                          num_heads=3, num_classes=1000).eval()
-    if name == "swin_tiny":
-        return SwinTransformer(img_size=224, patch_size=4, window_size=7, embed_dim=96,
-                               depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), num_classes=1000).eval()
-    raise ValueError(f"unknown model {name!r}; expected deit_tiny or swin_tiny")
+    return timm.create_model(TIMM_NAMES[name], pretrained=False, **kwargs).eval()
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -85,115 +96,217 @@ def pick_sites(names: list[str], n_sites: int | None) -> list[str] | None:
     return sorted(set(names[::step][: n_sites - 1] + [names[-1]]))
 
 
-def bench(name: str, n_images: int, n_sites: int | None, bits: tuple[int, ...], naive: bool = True) -> dict:
+# ------------------------------------------------------------------------------------------------
+# Cost in forward-equivalents.
+# ------------------------------------------------------------------------------------------------
+def bench_cost(name: str, n_images: int, n_sites: int | None, bits: tuple[int, ...], naive: bool) -> dict:
     model = build(name)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_images, 3, 224, 224, generator=g)
-    calib = as_calib_set(x)
+    x = images(n_images)
 
     def forward() -> None:
         with torch.no_grad():
             model(x)
 
     forward()  # warm-up
-    # The unit is timed before, between and after everything else; the best of all those runs
-    # is used, so a burst of load on a shared machine cannot shrink the ratios.
-    fwd_times = [timed(forward, repeat=5)]
-    t_grad = timed(lambda: input_gradient(model, x), repeat=3)
-    t_lrp = timed(lambda: lrp_importance(model, calib), repeat=3)
-    fwd_times.append(timed(forward, repeat=3))
+    # The unit is timed before, between and after everything else; the best of all runs is used,
+    # so a burst of load on a shared machine cannot shrink the ratios.
+    fwd_times = [timed(forward, repeat=3)]
+    t_grad = timed(lambda: input_gradient(model, x), repeat=2)
+    t_lrp = timed(lambda: lrp_importance(model, x), repeat=2)
+    fwd_times.append(timed(forward, repeat=2))
     q = prepare(model)
     calibrate(q, x)
-    from quant import quant_sites
-
-    def prepared_forward() -> None:
-        with torch.no_grad():
-            q(x)
-
-    prepared_forward()
-    t_prepared = timed(prepared_forward, repeat=5)
     names = list(quant_sites(q))
     subset = pick_sites(names, n_sites)
     kw = dict(bits=bits, verbose=False, sites=subset)
-    naive_r = measure_sensitivity(q, calib, cache=False, **kw) if naive else None
-    cached = measure_sensitivity(q, calib, cache=True, **kw)
-    fwd_times.append(timed(forward, repeat=5))
+    naive_r = measure_sensitivity(q, x, cache=False, **kw) if naive else None
+    cached = measure_sensitivity(q, x, cache=True, **kw)
+    fwd_times.append(timed(forward, repeat=3))
     t_fwd = min(fwd_times)
     full_pairs = sum(len(bits) * (2 if "matmul" not in n else 1) for n in names)
     per_pair = lambda r: (r.cpu_seconds - r.setup_cpu_seconds) / t_fwd / r.pairs  # noqa: E731
-    setup = lambda r: r.setup_cpu_seconds / t_fwd  # noqa: E731
     row = {
-        "model": name,
-        "images": n_images,
-        "sites_total": len(names),
-        "sites_measured": "all" if subset is None else subset,
-        "bits": list(bits),
-        "pairs_measured": cached.pairs,
-        "pairs_full_matrix": full_pairs,
+        "model": TIMM_NAMES[name], "images": n_images, "sites_total": len(names),
+        "sites_measured": "all" if subset is None else subset, "bits": list(bits),
+        "pairs_measured": cached.pairs, "pairs_full_matrix": full_pairs,
         "float_forward_s": round(t_fwd, 4),
         "autograd_input_grad_fwd_equiv": round(t_grad / t_fwd, 3),
-        "lrp_s": round(t_lrp, 4),
         "lrp_fwd_equiv": round(t_lrp / t_fwd, 3),
-        "prepared_all_off_fwd_equiv": round(t_prepared / t_fwd, 3),
-        "cached_cpu_s": round(cached.cpu_seconds, 3),
         "cached_fwd_equiv_per_pair": round(per_pair(cached), 3),
-        "cached_setup_fwd_equiv": round(setup(cached), 3),
-        "target_cached_full_matrix_fwd_equiv": round(0.6 * full_pairs, 1),
+        "cached_setup_fwd_equiv": round(cached.setup_cpu_seconds / t_fwd, 3),
     }
     if subset is None:  # the full matrix itself, setup included
-        row["cached_full_matrix_fwd_equiv"] = round(cached.cpu_seconds / t_fwd, 1)
-        row["cached_full_matrix_fwd_equiv_per_pair"] = round(cached.cpu_seconds / t_fwd / full_pairs, 3)
+        row["full_matrix_fwd_equiv"] = round(cached.cpu_seconds / t_fwd, 1)
     else:
-        row["cached_full_matrix_fwd_equiv_est"] = round(setup(cached) + per_pair(cached) * full_pairs, 1)
+        row["full_matrix_fwd_equiv_est"] = round(cached.setup_cpu_seconds / t_fwd + per_pair(cached) * full_pairs, 1)
+    full = row.get("full_matrix_fwd_equiv", row.get("full_matrix_fwd_equiv_est"))
+    row["full_matrix_fwd_equiv_per_pair"] = round(full / full_pairs, 3)
     if naive_r is not None:
-        row["naive_cpu_s"] = round(naive_r.cpu_seconds, 3)
         row["naive_fwd_equiv_per_pair"] = round(per_pair(naive_r), 3)
-        row["speedup_per_pair"] = round(per_pair(naive_r) / per_pair(cached), 3)
-        if subset is None:
-            row["naive_full_matrix_fwd_equiv"] = round(naive_r.cpu_seconds / t_fwd, 1)
-        else:
-            row["naive_full_matrix_fwd_equiv_est"] = round(per_pair(naive_r) * full_pairs, 1)
     return row
+
+
+# ------------------------------------------------------------------------------------------------
+# Peak memory, each measurement in a fresh subprocess.
+# ------------------------------------------------------------------------------------------------
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def memory_child(kind: str, n: int, folder: str | None) -> None:
+    """Run one measurement and print its peak RSS (called in a fresh interpreter)."""
+    if kind == "api":
+        model, x = build("deit_s"), images(n)
+        lrp_importance(model, x, batch_size=32)
+        q = prepare(model)
+        calibrate(q, x)
+        names = list(quant_sites(q))
+        measure_sensitivity(q, x, bits=(4,), sites=[names[0], names[len(names) // 2], names[-1]], verbose=False,
+                            batch_size=32)
+    else:
+        from mixqvit.cli import main
+
+        out = Path(tempfile.mkdtemp()) / "p.json"
+        rc = main(["profile", "--model", TIMM_NAMES["deit_s"], "--model-kwargs", '{"depth": 2}', "--data", folder,
+                   "--calib", str(n), "--bits", "4", "--batch-size", "32", "--threads", "1", "--quiet",
+                   "--out", str(out)])
+        assert rc == 0
+    print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1)}))
+
+
+def write_folder(root: Path, n: int) -> Path:
+    """`n` random 224x224 PNGs in 4 class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / f"class{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((224, 224, 3)) * 255).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def bench_memory(sizes: tuple[int, ...] = (32, 256)) -> dict:
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_folder(Path(tmp) / "imgs", max(sizes))
+        for kind in ("api", "cli"):
+            for n in sizes:
+                t0 = time.perf_counter()
+                out = subprocess.run([sys.executable, "-m", "benchmarks.profiling", "--memory-child", kind, str(n),
+                                      str(folder)], capture_output=True, text=True, check=True)
+                peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+                rows.setdefault(kind, {})[n] = {"peak_rss_mb": peak, "wall_s": round(time.perf_counter() - t0, 1)}
+                print(f"memory {kind} N={n}: peak RSS {peak:.0f} MB", flush=True)
+    for kind, r in rows.items():
+        lo, hi = r[min(sizes)]["peak_rss_mb"], r[max(sizes)]["peak_rss_mb"]
+        r["growth"] = round(hi / lo - 1, 3)
+        r["flat_within_10pct"] = bool(hi <= 1.1 * lo)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# 2 processes vs 1.
+# ------------------------------------------------------------------------------------------------
+def dist_child(n_images: int, bits: tuple[int, ...]) -> dict:
+    model, x = build("deit_s", depth=4), images(n_images)
+    dist.barrier()
+    t0 = time.perf_counter()
+    prof = profile_model(model, x, bits=bits, batch_size=n_images, verbose=False)
+    dist.barrier()
+    wall = time.perf_counter() - t0
+    doc = prof.to_dict()
+    doc["metadata"].pop("timings_s")
+    return {"wall_s": wall, "profile": doc}
+
+
+def bench_dist(n_images: int = 4, bits: tuple[int, ...] = (2, 4, 8)) -> dict:
+    one = dist.spawn(dist_child, 1, n_images, bits)[0]
+    two = dist.spawn(dist_child, 2, n_images, bits)
+    ratio = two[0]["wall_s"] / one["wall_s"]
+    row = {"model": "deit_small_patch16_224 depth 4", "images": n_images, "bits": list(bits),
+           "wall_1proc_s": round(one["wall_s"], 2), "wall_2proc_s": round(two[0]["wall_s"], 2),
+           "ratio": round(ratio, 3), "target": 0.65,
+           "identical": two[0]["profile"] == one["profile"] == two[1]["profile"]}
+    print(f"2 processes vs 1: {row['wall_2proc_s']} s vs {row['wall_1proc_s']} s = {row['ratio']:.2f} "
+          f"(target <= 0.65), identical profile: {row['identical']}", flush=True)
+    return row
+
+
+# ------------------------------------------------------------------------------------------------
+# Fake-quant inference.
+# ------------------------------------------------------------------------------------------------
+def bench_fakequant(batches: tuple[int, ...] = (1, 8)) -> list[dict]:
+    model = build("deit_s")
+    q = quantize(model, "W4A4", images(8, seed=1))
+    rows = []
+    for b in batches:
+        x = images(b)
+        with torch.no_grad():
+            q(x)
+            t_f = timed(lambda: model(x), repeat=3)
+            t_q = timed(lambda: q(x), repeat=3)
+        rows.append({"batch": b, "float_s": round(t_f, 4), "w4a4_s": round(t_q, 4), "ratio": round(t_q / t_f, 3)})
+        print(f"fake-quant W4A4 DeiT-S, batch {b}: {t_q / t_f:.2f} x float (target <= 1.5)", flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--sites", default="6",
-                    help="number of evenly spaced sites measured per model, or 'all' (full matrix)")
-    ap.add_argument("--bits", type=int, nargs="+", default=[2, 4])
-    ap.add_argument("--models", nargs="+", default=["deit_tiny", "swin_tiny"])
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--sites", default="8", help="evenly spaced sites measured per model, or 'all' (full matrix)")
+    ap.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 8])
+    ap.add_argument("--models", nargs="*", default=["deit_s", "swin_t", "vit_b"], choices=sorted(TIMM_NAMES))
     ap.add_argument("--no-naive", action="store_true", help="skip the full re-evaluation reference")
+    ap.add_argument("--memory", action="store_true", help="peak RSS at 32 and 256 images (API and CLI)")
+    ap.add_argument("--dist", action="store_true", help="2 gloo processes vs 1")
+    ap.add_argument("--fakequant", action="store_true", help="W4A4 fake-quant forward vs float")
+    ap.add_argument("--memory-child", nargs=3, metavar=("KIND", "N", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_child:
+        kind, n, folder = args.memory_child
+        memory_child(kind, int(n), folder)
+        return
     if args.sites == "all":
         n_sites = None
     elif args.sites.isdigit() and int(args.sites) >= 1:
         n_sites = int(args.sites)
     else:
         ap.error(f"--sites {args.sites!r}: expected a positive integer or 'all'")
-    rows = [bench(m, args.images, n_sites, tuple(args.bits), naive=not args.no_naive) for m in args.models]
-    head = (f"{'model':10s} {'fwd cpu s':>9s} {'LRP fe':>7s} {'grad fe':>7s} {'off fe':>7s} {'naive fe/pair':>14s} "
-            f"{'cached fe/pair':>15s} {'full matrix fe (cached)':>24s} {'target':>7s}")
-    print(head)
-    for r in rows:
-        full = r.get("cached_full_matrix_fwd_equiv", r.get("cached_full_matrix_fwd_equiv_est"))
-        kind = "" if "cached_full_matrix_fwd_equiv" in r else " (est)"
-        print(f"{r['model']:10s} {r['float_forward_s']:9.3f} {r['lrp_fwd_equiv']:7.2f} "
-              f"{r['autograd_input_grad_fwd_equiv']:7.2f} {r['prepared_all_off_fwd_equiv']:7.2f} "
-              f"{r.get('naive_fwd_equiv_per_pair', float('nan')):14.3f} {r['cached_fwd_equiv_per_pair']:15.3f} "
-              f"{full:18.1f}{kind:6s} {r['target_cached_full_matrix_fwd_equiv']:7.1f}")
-    print("fe = forward-equivalents (one float forward over the calibration images); grad = plain "
-          "autograd fwd+bwd to the input; off = prepared model, all quantizers off; "
-          "targets: cached <= 0.6 fe/pair, LRP <= 3 fe")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "command": "python -m benchmarks.profiling " + " ".join(sys.argv[1:] if argv is None else argv),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "results": rows,
-    }
-    RESULTS.write_text(json.dumps(doc, indent=1))
+    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    doc = doc if "commands" in doc else {}  # results of an older layout are replaced, not mixed
+    doc.update({"torch": torch.__version__, "machine": platform.machine(), "torch_threads": 1})
+    commands = doc.setdefault("commands", {})
+    command = "python -m benchmarks.profiling " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.models:
+        rows = [bench_cost(m, args.images, n_sites, tuple(args.bits), naive=not args.no_naive) for m in args.models]
+        print(f"{'model':32s} {'fwd s':>7s} {'LRP fe':>7s} {'grad fe':>7s} {'fe/pair':>8s} {'matrix fe':>10s} "
+              f"{'fe/pair (matrix)':>17s}")
+        for r in rows:
+            kind = "" if "full_matrix_fwd_equiv" in r else " est"
+            full = r.get("full_matrix_fwd_equiv", r.get("full_matrix_fwd_equiv_est"))
+            print(f"{r['model']:32s} {r['float_forward_s']:7.3f} {r['lrp_fwd_equiv']:7.2f} "
+                  f"{r['autograd_input_grad_fwd_equiv']:7.2f} {r['cached_fwd_equiv_per_pair']:8.3f} "
+                  f"{full:10.1f}{kind:4s} {r['full_matrix_fwd_equiv_per_pair']:13.3f}")
+        print("fe = forward-equivalents (one float forward over the same images); targets: LRP <= 3, "
+              "full matrix <= 0.25 fe per (layer, bits) pair")
+        for r in rows:  # rows of earlier runs for other models are kept
+            doc.setdefault("cost", {})[r["model"]] = {**r, "command": command}
+    if args.memory:
+        doc["memory"] = bench_memory()
+        commands["memory"] = command
+    if args.dist:
+        doc["dist"] = bench_dist()
+        commands["dist"] = command
+    if args.fakequant:
+        doc["fakequant"] = bench_fakequant()
+        commands["fakequant"] = command
+    from allocator.atomic import write_json
+
+    write_json(RESULTS, doc)
     print(f"wrote {RESULTS}")
 
 

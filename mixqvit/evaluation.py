@@ -12,7 +12,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import data as fmnist_data
 from .datasets import EvalData
 from .errors import DataLoadError
 from .loading import LoadedModel
@@ -96,8 +95,8 @@ def profile_loaded(loaded: LoadedModel, calib: torch.Tensor | tuple[torch.Tensor
     """
     from profiling import profile_model as _profile
 
-    if isinstance(calib, tuple):  # (images, labels) in memory -> batches of pairs
-        calib = fmnist_data.make_loader(calib[0], calib[1], batch_size=batch_size)
+    if isinstance(calib, tuple):  # (images, labels) in memory: profiling cuts the pair into batches
+        calib = (calib[0], calib[1])  # without copying the images (a loader's batches would be copied)
     if "weights" in loaded.info:  # where the weights came from (e.g. random) goes into the profile
         options["metadata"] = {"weights": loaded.info["weights"], **options.get("metadata", {})}
     prof = _profile(loaded.model, calib, bits=tuple(bits), verbose=verbose, batch_size=batch_size, **options)
