@@ -1,0 +1,183 @@
+"""Deployable files of the shipped models: sizes on disk, and how faithfully they compute.
+
+    nice -n 10 python -m benchmarks.export [--models fmnist_vit fmnist_deit fmnist_swin]
+                                           [--n-test 10000] [--calib 256] [--threads 1] [--out PATH]
+
+For each model: profile it (``profiling.profile_model`` on the calibration images, bits 2,3,4,6,8
+as the demo does), then for uniform W8A8, uniform W4A4 and the mixed plan
+``allocator.solve(profile, budget=3.0)`` quantize (PTQ, 256 class-balanced training images) and
+
+* write the packed file (``quant.export(..., format="packed")``), reload it and compare its
+  logits with the in-memory fake-quant model's on the test images;
+* write the ONNX file and run it in onnxruntime (graph optimisations on, as deployed); compare
+  its logits and top-1 with the fake-quant model's on the test images.
+
+Sizes: the float model as safetensors, the packed and ONNX files, the plan's ``size_bytes``
+(weights at their widths), and the packed file's overhead (per-channel scales, float tensors,
+header). A second table gives the packed size of every plan in the demo's table (uniform and
+mixed at W6A6..W2A2, solved as the demo solves them: under the uniform plan's size and BOPs with
+the patch embedding and head free); export only, no evaluation. Torch and onnxruntime run on
+``--threads`` threads. Writes benchmarks/results/export.json (``--out`` overrides).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "export.json"
+BITS = (2, 3, 4, 6, 8)
+
+
+def _logits(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([torch.as_tensor(fn(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / a.norm())
+
+
+def _plans(profile):
+    from allocator import Budget, Plan, solve
+
+    main = [("W8A8", Plan.uniform(profile, 8, 8)), ("W4A4", Plan.uniform(profile, 4, 4)),
+            ("mixed <=3 bits", solve(profile, budget=3.0))]
+    demo = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+        for b in (6, 4, 3, 2):
+            uniform = Plan.uniform(profile, b, b)
+            mixed = solve(profile, budget=Budget(size_mb=uniform.size_bytes / 1e6, bops=uniform.bops),
+                          pinned={n: None for n in uniform.pinned})
+            demo += [(f"uniform W{b}A{b}", uniform), (f"mixed <= W{b}A{b}", mixed)]
+    return main, demo
+
+
+def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) -> tuple[list[dict], list[dict]]:
+    import onnxruntime as ort
+    from safetensors.torch import save as safetensors_bytes
+
+    from mixqvit.commands.export import architecture_of
+    from mixqvit.datasets import load_calibration, load_test
+    from mixqvit.loading import load_model
+    from profiling import profile_model
+    from quant import export, load_packed, quantize
+
+    loaded = load_model(name)
+    model, (arch, kwargs) = loaded.model, architecture_of(loaded)
+    calib = load_calibration(loaded, None, n_calib)[0]
+    test = load_test(loaded, None, n_test)
+    images, labels = test.images, test.labels
+    float_bytes = len(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
+    t0 = time.perf_counter()
+    profile = profile_model(model, calib, bits=BITS, verbose=False)
+    print(f"[{name}] profiled in {time.perf_counter() - t0:.0f} s; float safetensors {float_bytes:,} bytes", flush=True)
+    main, demo = _plans(profile)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    rows = []
+    for label, plan in main:
+        qmodel = quantize(model, plan, calib)
+        want = _logits(qmodel, images)
+        packed = export(qmodel, work / f"{name}.safetensors", format="packed", plan=plan, arch=arch, model_kwargs=kwargs)
+        reloaded = _logits(load_packed(packed.path), images)
+        t0 = time.perf_counter()
+        onnx_file = export(qmodel, work / f"{name}.onnx", format="onnx", plan=plan)
+        onnx_s = time.perf_counter() - t0
+        session = ort.InferenceSession(str(onnx_file.path), options)
+        got = _logits(lambda x: session.run(["logits"], {"images": x.numpy()})[0], images)
+        per_image = (want - got).norm(dim=1) / want.norm(dim=1)
+        top1_fq = float((want.argmax(1) == labels).float().mean()) * 100
+        top1_ort = float((got.argmax(1) == labels).float().mean()) * 100
+        lay = packed.layout
+        rows.append({
+            "model": name, "plan": label, "avg_w_bits": plan.avg_w_bits, "avg_a_bits": plan.avg_a_bits,
+            "plan_size_bytes": plan.size_bytes, "float_bytes": float_bytes, "packed_bytes": packed.file_bytes,
+            "packed_code_bytes": lay.code_bytes, "packed_qparam_bytes": lay.qparam_bytes,
+            "packed_float_bytes": lay.float_bytes, "packed_header_bytes": lay.header_bytes,
+            "onnx_bytes": onnx_file.file_bytes, "packed_rel_l2": _rel(want, reloaded),
+            "onnx_rel_l2": _rel(want, got), "onnx_median_image_rel": float(per_image.median()),
+            "onnx_images_rel_gt_1e-3": int((per_image > 1e-3).sum()),
+            "top1_fake_quant": top1_fq, "top1_onnxruntime": top1_ort, "top1_diff_points": top1_ort - top1_fq,
+            "predictions_differing": int((want.argmax(1) != got.argmax(1)).sum()), "n_test": len(labels),
+            "onnx_export_s": onnx_s,
+        })
+        r = rows[-1]
+        print(f"[{name}] {label}: packed {r['packed_bytes']:,} B (plan {r['plan_size_bytes']:,.0f}), onnx "
+              f"{r['onnx_bytes']:,} B, packed rel {r['packed_rel_l2']:.1e}, onnx rel {r['onnx_rel_l2']:.2e}, top-1 "
+              f"{top1_fq:.2f} / {top1_ort:.2f}", flush=True)
+    sizes = []
+    for label, plan in demo:
+        qmodel = quantize(model, plan, calib)
+        packed = export(qmodel, work / f"{name}_demo.safetensors", format="packed", plan=plan, arch=arch, model_kwargs=kwargs)
+        sizes.append({"model": name, "plan": label, "avg_w_bits": plan.avg_w_bits, "plan_size_bytes": plan.size_bytes,
+                      "packed_bytes": packed.file_bytes, "overhead_bytes": packed.layout.overhead_bytes,
+                      "float_bytes": float_bytes})
+    return rows, sizes
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("model", "plan", "avg W", "plan size (B)", "float .safetensors (B)", "packed (B)", "ONNX (B)",
+            "packed rel L2", "ORT rel L2", "ORT median/image", "top-1 fake-quant", "top-1 ORT", "diff (pts)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['plan']} | {r['avg_w_bits']:.2f} | {r['plan_size_bytes']:,.0f} | "
+                     f"{r['float_bytes']:,} | {r['packed_bytes']:,} | {r['onnx_bytes']:,} | {r['packed_rel_l2']:.1e} | "
+                     f"{r['onnx_rel_l2']:.2e} | {r['onnx_median_image_rel']:.1e} | {r['top1_fake_quant']:.2f} | "
+                     f"{r['top1_onnxruntime']:.2f} | {r['top1_diff_points']:+.2f} |")
+    return "\n".join(lines)
+
+
+def _size_table(sizes: list[dict]) -> str:
+    lines = ["| model | plan | avg W bits | plan size (B) | packed file (B) | overhead (B) |", "|---|---|---|---|---|---|"]
+    for s in sizes:
+        lines.append(f"| {s['model']} | {s['plan']} | {s['avg_w_bits']:.2f} | {s['plan_size_bytes']:,.0f} | "
+                     f"{s['packed_bytes']:,} | {s['overhead_bytes']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["fmnist_vit"])
+    p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--calib", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows, sizes = [], []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.models:
+            r, s = run_model(name, args.n_test, args.calib, args.threads, Path(work))
+            rows += r
+            sizes += s
+    print(_table(rows))
+    print()
+    print(_size_table(sizes))
+    import onnxruntime
+
+    result = {"rows": rows, "demo_plan_sizes": sizes, "n_test": args.n_test, "calib": args.calib,
+              "threads": args.threads, "profile_bits": list(BITS), "total_s": time.perf_counter() - t0,
+              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
