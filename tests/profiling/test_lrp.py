@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiling import LRPUnsupportedError, lrp_conservation, lrp_importance
-from profiling.lrp import _AttentionRule, _identity_rule, _Recorder
+from profiling._lrp_rules import _AttentionRule, _identity_rule, _Recorder
 
 from _profiling_fixtures import BUILDERS, images, labels, tiny_vit
 
