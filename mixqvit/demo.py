@@ -92,7 +92,7 @@ def _plan_source(choice, uniform) -> str:
 
 def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, data: str | None,
                bits: Sequence[int], budgets: Sequence[int], solver: str, seed: int,
-               verbose: bool) -> tuple[list[dict[str, Any]], list[Path]]:
+               verbose: bool, device: str = "cpu") -> tuple[list[dict[str, Any]], list[Path]]:
     from allocator import Plan
     from allocator.joint import solve_joint
     from profiling import joint_damage
@@ -100,6 +100,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
 
     files: list[Path] = []
     loaded = load_model(spec)
+    loaded.model.to(device)
     name = loaded.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     calib = load_calibration(loaded, data, calib_n, seed)
@@ -176,8 +177,9 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
 def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, test_limit: int | None = None,
              out_dir: str | os.PathLike = "report", data: str | None = None,
              bits: Sequence[int] = DEFAULT_BITS, budgets: Sequence[int] = DEFAULT_BUDGETS,
-             solver: str = "auto", seed: int = 0, verbose: bool = True) -> DemoResult:
-    """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts).
+             solver: str = "auto", seed: int = 0, verbose: bool = True, device: str = "cpu") -> DemoResult:
+    """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts)
+    on ``device``.
 
     Prints the table and returns it with the list of files written under ``out_dir``:
     ``demo.json``/``demo.md`` (the table), and per model ``<model>/profile.json``,
@@ -195,7 +197,8 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
     files: list[Path] = []
     described: list[str] = []
     for name in names:
-        r, f, description = _run_model(name, out, calib, test_limit, data, bits, budgets, solver, seed, verbose)
+        r, f, description = _run_model(name, out, calib, test_limit, data, bits, budgets, solver, seed, verbose,
+                                       device)
         rows += r
         files += f
         if description not in described:

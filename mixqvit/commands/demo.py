@@ -5,6 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import out_directory
+from ..runtime import add_runtime_args, setup
 from .profile import DEFAULT_BITS
 
 HELP = "end-to-end demo: uniform vs mixed at 2/3/4/6 bits, table + plots"
@@ -24,14 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", default="auto", help="solver backend (default auto)")
     p.add_argument("--seed", type=argtypes.seed, default=0)
     p.add_argument("--out", default="report", help="report directory (default report)")
+    add_runtime_args(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
+    runtime = setup(args)
     out_directory(args.out, "report directory")
-    run_demo(models=None if args.all else [args.model], calib=args.calib, test_limit=args.test_limit,
+    run_demo(device=runtime.device, models=None if args.all else [args.model], calib=args.calib, test_limit=args.test_limit,
              out_dir=args.out, data=args.data, bits=args.bits, budgets=args.budgets, solver=args.solver,
              seed=args.seed, verbose=not args.quiet)
     return 0

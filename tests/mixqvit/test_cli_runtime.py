@@ -64,9 +64,11 @@ def test_deit_small_224_profile_solve_quantize_on_cpu(folder, tmp_path, capsys):
 def test_missing_gpu_and_bad_weights_are_one_line_errors(folder, tmp_path, capsys):
     common = ["--model", ARCH, "--model-kwargs", KWARGS, "--data", str(folder), "--calib", "2", "--quiet"]
     if not torch.cuda.is_available():
-        assert main(["quantize", *common, "--plan", "W8A8", "--device", "cuda"]) == 2
-        err = capsys.readouterr().err
-        assert "Traceback" not in err and "no usable CUDA GPU" in err and len(err.strip().splitlines()) == 1
+        for argv in (["quantize", *common, "--plan", "W8A8"], ["profile", *common], ["qat", *common, "--plan", "W4A4"],
+                     ["demo", "--out", str(tmp_path / "report")]):
+            assert main([*argv, "--device", "cuda"]) == 2, argv[0]
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and "no usable CUDA GPU" in err and len(err.strip().splitlines()) == 1
     bad = tmp_path / "bad.pth"
     torch.save({"head.weight": torch.zeros(3, 3)}, bad)
     assert main(["quantize", *common, "--plan", "W8A8", "--weights", str(bad)]) == 2
