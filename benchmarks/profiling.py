@@ -276,10 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         n_sites = int(args.sites)
     else:
         ap.error(f"--sites {args.sites!r}: expected a positive integer or 'all'")
-    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    doc = doc if "commands" in doc else {}  # results of an older layout are replaced, not mixed
-    doc.update({"torch": torch.__version__, "machine": platform.machine(), "torch_threads": 1})
-    commands = doc.setdefault("commands", {})
+    doc: dict = {"cost": {}, "commands": {}}  # this run's parts, merged into the file at the end
+    commands = doc["commands"]
     command = "python -m benchmarks.profiling " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.models:
         rows = [bench_cost(m, args.images, n_sites, tuple(args.bits), naive=not args.no_naive) for m in args.models]
@@ -294,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         print("fe = forward-equivalents (one float forward over the same images); targets: LRP <= 3, "
               "full matrix <= 0.25 fe per (layer, bits) pair")
         for r in rows:  # rows of earlier runs for other models are kept
-            doc.setdefault("cost", {})[r["model"]] = {**r, "command": command}
+            doc["cost"][r["model"]] = {**r, "command": command}
     if args.memory:
         doc["memory"] = bench_memory()
         commands["memory"] = command
@@ -306,7 +304,14 @@ def main(argv: list[str] | None = None) -> None:
         commands["fakequant"] = command
     from allocator.atomic import write_json
 
-    write_json(RESULTS, doc)
+    # Re-read just before writing, so runs of other parts that finished meanwhile are kept.
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    old = old if "commands" in old else {}  # results of an older layout are replaced, not mixed
+    merged = {**old, **{k: v for k, v in doc.items() if k not in ("cost", "commands")}}
+    merged["cost"] = {**old.get("cost", {}), **doc["cost"]}
+    merged["commands"] = {**old.get("commands", {}), **doc["commands"]}
+    merged.update({"torch": torch.__version__, "machine": platform.machine(), "torch_threads": 1})
+    write_json(RESULTS, merged)
     print(f"wrote {RESULTS}")
 
 
