@@ -4,13 +4,15 @@ The fake-quant model is copied and each quantizer is swapped for an export modul
 is one custom torch op, which ``torch.onnx.export`` (the torch.export-based exporter) translates
 into standard ONNX through ``custom_translation_table``:
 
-* a quantized weight becomes an integer initializer (its codes, in the smallest of int8/uint8/
-  int16/uint16 that holds ``qmin..qmax``) feeding ``DequantizeLinear`` with the per-channel scales
-  and zero points (``axis=0``); the float weight is not in the file;
+* a quantized weight becomes an integer initializer (its codes, in the smallest of int4/uint4/
+  int8/uint8/int16/uint16 that holds ``qmin..qmax``; int4 codes take half a byte) feeding
+  ``DequantizeLinear`` with the per-channel scales and zero points (``axis=0``); the float weight
+  is not in the file;
 * a uniform activation quantizer becomes ``Clip -> QuantizeLinear -> DequantizeLinear``: ONNX's
-  integer types are 8 or 16 bits wide, so a b-bit grid lives in an 8-bit container and the
+  integer types are 4, 8 or 16 bits wide, so a b-bit grid lives in a wider container and the
   ``Clip`` to ``[(qmin - z) s, (qmax - z) s]`` keeps the codes in the plan's range (omitted when
-  that range is the container's); ONNX rounds half to even, as ``torch.round`` does;
+  that range is the container's); grids of at most 4 bits use int4/uint4 (re-typed after export,
+  :func:`_use_int4`); ONNX rounds half to even, as ``torch.round`` does;
 * the log2/log-sqrt2 softmax quantizer is written out in standard ops by tracing
   :func:`quant.ranges.log_quantize` itself (Div, Log, Round, Max, Pow, Where ...).
 
@@ -158,6 +160,71 @@ def _input_shape(model: nn.Module) -> tuple[int, int, int]:
     return (proj.in_channels, int(size[0]), int(size[1]))
 
 
+def _int4_type(grid: UniformGrid) -> int | None:
+    """ONNX INT4/UINT4 when ``qmin..qmax`` fits in it (opset 21), else None."""
+    from onnx import TensorProto
+
+    if -8 <= grid.qmin and grid.qmax <= 7:
+        return TensorProto.INT4
+    if 0 <= grid.qmin and grid.qmax <= 15:
+        return TensorProto.UINT4
+    return None
+
+
+def _use_int4(proto: Any, state: ExportState) -> int:
+    """Re-type the codes and zero points of every grid of at most 4 bits as INT4/UINT4, so a
+    4-bit weight takes half a byte in the file and onnxruntime sees the plan's width. Zero
+    points get a fresh initializer per quantizer (the exporter shares equal constants between
+    quantizers of different widths). Returns the number of quantizers re-typed."""
+    from onnx import helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def fresh_zero_point(name: str, kind: int, grid: UniformGrid) -> str:
+        zp = grid.zero_point.to(torch.int64)
+        graph.initializer.append(helper.make_tensor(name, kind, list(zp.shape), zp.reshape(-1).tolist()))
+        return name
+
+    retyped = 0
+    for w in state.weights.values():
+        kind, name = _int4_type(w.grid), f"{w.site}.weight_quant.codes"
+        users = consumers.get(name, [])
+        if kind is None or name not in inits or len(users) != 1 or users[0].op_type != "DequantizeLinear":
+            continue
+        inits[name].CopyFrom(helper.make_tensor(name, kind, list(w.codes.shape), w.codes.reshape(-1).tolist()))
+        users[0].input[2] = fresh_zero_point(f"{w.site}.weight_quant.zero_point.int4", kind, w.grid)
+        retyped += 1
+    producer = {out: node for node in graph.node for out in node.output}
+    for a in state.acts.values():
+        # Activations only when the grid fills the int4 range, so that the Clip goes: onnxruntime
+        # (1.32) fails to load Clip -> QuantizeLinear with a 4-bit zero point.
+        kind = _int4_type(a.grid) if a.kind == "uniform" and (a.grid.qmin, a.grid.qmax) in ((-8, 7), (0, 15)) else None
+        quantize_nodes = [n for n in consumers.get(f"{a.module}.scale", []) if n.op_type == "QuantizeLinear"]
+        if kind is None or len(quantize_nodes) != 1:
+            continue  # not 4 bits, or its scale was merged with another quantizer's: keep int8
+        q = quantize_nodes[0]
+        pair = consumers.get(q.output[0], [])
+        clip = producer.get(q.input[0])
+        if not pair or any(n.op_type != "DequantizeLinear" for n in pair) or clip is None or clip.op_type != "Clip" \
+                or len(consumers.get(clip.output[0], [])) != 1:
+            continue
+        q.input[0] = clip.input[0]
+        graph.node.remove(clip)
+        zp = fresh_zero_point(f"{a.module}.zero_point.int4", kind, a.grid)
+        for node in (q, *pair):
+            node.input[2] = zp
+        retyped += 1
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return retyped
+
+
 def _strip_debug_info(proto: Any) -> None:
     """Drop what the exporter records for debugging (each node's torch stack trace and module
     path, intermediate shapes): it is most of a small model's file and no runtime reads it."""
@@ -186,6 +253,7 @@ def save_onnx(qmodel: nn.Module, state: ExportState, path: str | os.PathLike, *,
             verbose=False)
     proto = program.model_proto
     _strip_debug_info(proto)
+    _use_int4(proto, state)
     sites = {n: {"w_bits": w, "a_bits": a} for n, (w, a) in state.site_bits.items()}
     onnx.helper.set_model_props(proto, {"mixqvit.sites": json.dumps(sites), "mixqvit.quant_config": json.dumps(state.config)})
     onnx.checker.check_model(proto)

@@ -54,14 +54,20 @@ def test_graph_is_standard_qdq(exported):
     ops = collections.Counter(n.op_type for n in graph.node)
     uniform_acts = [m for m in qmodel.modules() if isinstance(m, quant.ActQuantizer) and m.bits and m.kind == "uniform"]
     assert ops["QuantizeLinear"] == len(uniform_acts)
-    assert ops["Clip"] >= sum(1 for m in uniform_acts if m.bits < 8)  # sub-8-bit ranges in 8-bit containers
+    assert ops["Clip"] >= sum(1 for m in uniform_acts if m.bits < 8 and m.bits != 4)  # 2,3,5,6 bits in int8
+    four_bit_points = [i for i in graph.initializer if i.name.endswith("act_quant.zero_point.int4")]
+    assert len(four_bit_points) == sum(1 for n, m in qmodel.named_modules()
+                                       if n.endswith("act_quant") and m.bits == 4)  # 4-bit inputs: int4, no Clip
     assert {"Log", "Round", "Where"} <= set(ops)  # the log2 softmax quantizer in standard ops
     assert "ai.onnx" not in {o.domain for o in onnx.load(str(result.path)).opset_import} - {""}
     inits = {i.name: i for i in graph.initializer}
     sites = {n: s for n, s in quant.quant_sites(qmodel).items() if s.kind != "matmul"}
+    int4 = (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
     for name, site in sites.items():
-        codes = onnx.numpy_helper.to_array(inits[f"{name}.weight_quant.codes"])
-        assert codes.dtype in (np.int8, np.uint8) and codes.shape == tuple(site.weight.shape)
+        init = inits[f"{name}.weight_quant.codes"]
+        assert (init.data_type in int4) == (site.w_bits <= 4)  # half a byte per code up to 4 bits
+        codes = onnx.numpy_helper.to_array(init).astype(np.int64)
+        assert codes.shape == tuple(site.weight.shape)
         lo, hi = -(2 ** (site.w_bits - 1)), 2 ** (site.w_bits - 1) - 1
         assert lo <= codes.min() and codes.max() <= hi  # the plan's width, not the container's
         assert not any(n.startswith(f"{name}.weight") and i.data_type == onnx.TensorProto.FLOAT
