@@ -3,8 +3,8 @@
     nice -n 10 python -m benchmarks.export [--models fmnist_vit fmnist_deit fmnist_swin]
                                            [--n-test 10000] [--calib 256] [--threads 1] [--out PATH]
 
-For each model: profile it (``profiling.profile_model`` on the calibration images, bits 2,3,4,6,8
-as the demo does), then for uniform W8A8, uniform W4A4 and the mixed plan
+For each model: profile it as the demo does (``profiling.profile_model`` through
+``mixqvit.evaluation.profile_loaded`` on the calibration images and labels, bits 2,3,4,6,8), then for uniform W8A8, uniform W4A4 and the mixed plan
 ``allocator.solve(profile, budget=3.0)`` quantize (PTQ, 256 class-balanced training images) and
 
 * write the packed file (``quant.export(..., format="packed")``), reload it and compare its
@@ -71,17 +71,18 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
     from mixqvit.commands.export import architecture_of
     from mixqvit.datasets import load_calibration, load_test
     from mixqvit.loading import load_model
-    from profiling import profile_model
+    from mixqvit.evaluation import profile_loaded
     from quant import export, load_packed, quantize
 
     loaded = load_model(name)
     model, (arch, kwargs) = loaded.model, architecture_of(loaded)
-    calib = load_calibration(loaded, None, n_calib)[0]
+    calib_pair = load_calibration(loaded, None, n_calib)
+    calib = calib_pair[0]
     test = load_test(loaded, None, n_test)
     images, labels = test.images, test.labels
     float_bytes = len(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
     t0 = time.perf_counter()
-    profile = profile_model(model, calib, bits=BITS, verbose=False)
+    profile = profile_loaded(loaded, calib_pair, bits=BITS, verbose=False, seed=0)  # as the demo profiles
     print(f"[{name}] profiled in {time.perf_counter() - t0:.0f} s; float safetensors {float_bytes:,} bytes", flush=True)
     main, demo = _plans(profile)
     options = ort.SessionOptions()
