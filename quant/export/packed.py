@@ -161,8 +161,8 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
         raise PackedFormatError(f"{path}: its quantization config is not understood by this version ({exc})") from None
     model = skeleton(meta["model"], config)
     weights = meta["weights"]
-    floats = {k: v for k, v in tensors.items() if not any(k.startswith(p + ".") and k[len(p) + 1:] in
-                                                          ("codes", "scale", "zero_point") for p in weights)}
+    weight_parts = {f"{p}.{part}" for p in weights for part in ("codes", "scale", "zero_point")}
+    floats = {k: v for k, v in tensors.items() if k not in weight_parts}
     shapes = {k: tuple(v.shape) for k, v in floats.items()} | {p: tuple(w["shape"]) for p, w in weights.items()}
     check_layout(model, meta["sites"], shapes)
     for name, value in floats.items():

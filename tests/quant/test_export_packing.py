@@ -26,7 +26,7 @@ def test_layout_is_a_little_endian_bit_stream():
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
 def test_round_trip_across_chunks(bits, monkeypatch):
-    import quant.export.packing as packing
+    from quant.export import packing  # (``import quant.export.packing`` would meet the function quant.export)
 
     monkeypatch.setattr(packing, "_CHUNK", 16)  # many chunks; boundaries must stay on whole bytes
     codes = np.random.default_rng(bits).integers(0, 1 << bits, size=1003)
