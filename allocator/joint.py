@@ -145,7 +145,7 @@ def choice_of(plan: Plan, posed: Posed, i: int = 0) -> np.ndarray:
     return choice
 
 
-def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping, k: int = 4, perturbed: int = 8,
+def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping, k: int = 3, perturbed: int = 8,
                     sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (), seed: int = 0,
                     objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
                     pinned: Mapping[str, int | None] | None = None,
@@ -177,7 +177,7 @@ def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping,
     return candidates, optimum, best.complete
 
 
-def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, score: Score, k: int = 4,
+def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, score: Score, k: int = 3,
                 perturbed: int = 8, sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (),
                 seed: int = 0, objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA,
                 tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None,

@@ -1,7 +1,8 @@
 """How well does each predictor rank plans by their real top-1? And what does joint selection buy?
 
     python -m benchmarks.ranking [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3 4 6]
-                                 [--light fmnist_deit] [--threads 1]
+                                 [--light fmnist_deit] [--threads 1] [--k 3] [--perturbed 8]
+                                 [--tag NAME] [--with-importance]
 
 For each shipped model and demo budget (size and BOPs of uniform WbAb, pins freed as in the
 demo) the plans are: uniform WbAb; the 4 best plans of the additive objective (exact k-best);
@@ -51,12 +52,14 @@ def _gather(mb: ModelBench, b: int, light: bool) -> tuple[list[dict], dict]:
     profile = mb.profile
     uniform, budget, free = demo_budget(profile, b)
     fresh = lambda plans: joint_damage(mb.switcher, plans, mb.calib, mb.calib_logits)  # noqa: E731
+    cpu = time.process_time()
     choice = quiet(solve_joint, profile, budget=budget, score=fresh, extra=[uniform], pinned=free, **JOINT)
+    cpu = time.process_time() - cpu
     for cand, value in zip(choice.candidates, choice.scores):  # fill the cache: same numbers
         mb._kl[plan_key(cand.plan)] = value
     joint = {"source": choice.source, "n_candidates": len(choice.candidates),
              "candidates_time_s": choice.candidates_time_s, "score_time_s": choice.score_time_s,
-             "total_time_s": choice.candidates_time_s + choice.score_time_s, "plan": choice.plan}
+             "total_time_s": choice.candidates_time_s + choice.score_time_s, "cpu_time_s": cpu, "plan": choice.plan}
     opt = choice.candidates[0].plan
     entries = [("uniform", uniform), ("k-best 1", opt), ("joint choice", choice.plan)]
     if not light:
@@ -168,7 +171,7 @@ def _plan_of(mb: ModelBench, row: dict):
 
 
 def _print(results: list[dict]) -> None:
-    print("\n| model | budget | uniform | additive optimum | joint choice | vs optimum (McNemar p) | joint time (s) |")
+    print("\n| model | budget | uniform | additive optimum | joint choice | vs optimum (McNemar p) | joint time (s), CPU (s) |")
     print("|---|---|---|---|---|---|---|")
     for res in results:
         for budget, r in res["budgets"].items():
@@ -176,7 +179,7 @@ def _print(results: list[dict]) -> None:
             p = r["mcnemar_joint_vs_optimum"][2]
             print(f"| {res['model']} | {budget} | {100 * t['uniform']:.2f} | {100 * t['additive_optimum']:.2f} | "
                   f"{100 * t['joint_choice']:.2f} ({r['joint']['source']}) | "
-                  f"{100 * (t['joint_choice'] - t['additive_optimum']):+.2f} (p={p:.2g}) | {r['joint']['total_time_s']:.2f} |")
+                  f"{100 * (t['joint_choice'] - t['additive_optimum']):+.2f} (p={p:.2g}) | {r['joint']['total_time_s']:.2f}, {r['joint'].get('cpu_time_s', float('nan')):.2f} |")
     print("\n| model | plans | predictor | pooled Kendall (all) | pooled Kendall (near-opt) | Spearman per budget (all) |")
     print("|---|---|---|---|---|---|")
     for res in results:
@@ -195,15 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[2, 3, 4, 6])
     parser.add_argument("--light", nargs="*", default=["fmnist_deit"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--k", type=int, default=JOINT["k"], help="k best additive plans among the joint candidates")
+    parser.add_argument("--perturbed", type=int, default=JOINT["perturbed"],
+                        help="near-optimal re-weighted plans among the joint candidates")
+    parser.add_argument("--tag", default="", help="suffix of the result files (ranking_<model>[_<tag>].json)")
     parser.add_argument("--with-importance", action="store_true",
                         help="also run benchmarks.importance on the same calibrated models (shares evaluations)")
     args = parser.parse_args(argv)
+    JOINT.update(k=args.k, perturbed=args.perturbed)
     results = []
     for m in args.models:
         mb = ModelBench(m, threads=args.threads)
         res = run_model(mb, args.budgets, m in args.light)
         res["machine"] = {"platform": platform.platform(), "threads": args.threads}
-        write_json(RESULTS_DIR / f"ranking_{m}.json", res)
+        res["joint_options"] = dict(JOINT)
+        write_json(RESULTS_DIR / f"ranking_{m}{'_' + args.tag if args.tag else ''}.json", res)
         results.append(res)
         if args.with_importance:
             from . import importance
