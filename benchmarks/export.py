@@ -10,7 +10,11 @@ For each model: profile it as the demo does (``profiling.profile_model`` through
 * write the packed file (``quant.export(..., format="packed")``), reload it and compare its
   logits with the in-memory fake-quant model's on the test images;
 * write the ONNX file and run it in onnxruntime (graph optimisations on, as deployed); compare
-  its logits and top-1 with the fake-quant model's on the test images.
+  its logits and top-1 with the fake-quant model's on the test images;
+* as a control, move the first LayerNorm's bias of the fake-quant model by one float32 ulp and
+  compare its logits with the unmoved model's: float noise of that size (other GEMM and
+  LayerNorm kernels make as much) flips a few activation codes at level boundaries, and the
+  flips spread, so this is the floor any runtime other than torch itself can reach.
 
 Sizes: the float model as safetensors, the packed and ONNX files, the plan's ``size_bytes``
 (weights at their widths), and the packed file's overhead (per-channel scales, float tensors,
@@ -46,6 +50,18 @@ def _logits(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / a.norm())
+
+
+def _one_ulp_control(qmodel: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``qmodel`` with the first LayerNorm's bias moved by one float32 ulp: how far the
+    fake-quant model's own logits move under float noise of the size other kernels introduce."""
+    import copy
+
+    other = copy.deepcopy(qmodel)
+    norm = next(m for m in other.modules() if isinstance(m, torch.nn.LayerNorm) and m.bias is not None)
+    with torch.no_grad():
+        norm.bias.copy_(torch.nextafter(norm.bias, torch.full_like(norm.bias, float("inf"))))
+    return other
 
 
 def _plans(profile):
@@ -93,6 +109,7 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
         want = _logits(qmodel, images)
         packed = export(qmodel, work / f"{name}.safetensors", format="packed", plan=plan, arch=arch, model_kwargs=kwargs)
         reloaded = _logits(load_packed(packed.path), images)
+        control = _logits(_one_ulp_control(qmodel), images)
         t0 = time.perf_counter()
         onnx_file = export(qmodel, work / f"{name}.onnx", format="onnx", plan=plan)
         onnx_s = time.perf_counter() - t0
@@ -109,6 +126,8 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
             "packed_float_bytes": lay.float_bytes, "packed_header_bytes": lay.header_bytes,
             "onnx_bytes": onnx_file.file_bytes, "packed_rel_l2": _rel(want, reloaded),
             "onnx_rel_l2": _rel(want, got), "onnx_median_image_rel": float(per_image.median()),
+            "one_ulp_ln_bias_rel_l2": _rel(want, control),
+            "one_ulp_predictions_differing": int((want.argmax(1) != control.argmax(1)).sum()),
             "onnx_images_rel_gt_1e-3": int((per_image > 1e-3).sum()),
             "top1_fake_quant": top1_fq, "top1_onnxruntime": top1_ort, "top1_diff_points": top1_ort - top1_fq,
             "predictions_differing": int((want.argmax(1) != got.argmax(1)).sum()), "n_test": len(labels),
@@ -130,12 +149,14 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
 
 def _table(rows: list[dict]) -> str:
     head = ("model", "plan", "avg W", "plan size (B)", "float .safetensors (B)", "packed (B)", "ONNX (B)",
-            "packed rel L2", "ORT rel L2", "ORT median/image", "top-1 fake-quant", "top-1 ORT", "diff (pts)")
+            "packed rel L2", "ORT rel L2", "ORT median/image", "1-ulp control rel L2", "top-1 fake-quant",
+            "top-1 ORT", "diff (pts)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r['model']} | {r['plan']} | {r['avg_w_bits']:.2f} | {r['plan_size_bytes']:,.0f} | "
                      f"{r['float_bytes']:,} | {r['packed_bytes']:,} | {r['onnx_bytes']:,} | {r['packed_rel_l2']:.1e} | "
-                     f"{r['onnx_rel_l2']:.2e} | {r['onnx_median_image_rel']:.1e} | {r['top1_fake_quant']:.2f} | "
+                     f"{r['onnx_rel_l2']:.2e} | {r['onnx_median_image_rel']:.1e} | {r['one_ulp_ln_bias_rel_l2']:.2e} | "
+                     f"{r['top1_fake_quant']:.2f} | "
                      f"{r['top1_onnxruntime']:.2f} | {r['top1_diff_points']:+.2f} |")
     return "\n".join(lines)
 
