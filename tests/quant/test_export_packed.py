@@ -59,7 +59,7 @@ def test_reload_gives_the_same_logits_and_size(kind, plan, calib, images, tmp_pa
 
 
 def test_asymmetric_weights_and_reexport_of_a_loaded_model(calib, images, tmp_path):
-    qmodel = quant.quantize(tiny("vit"), "W3A3", calib, QuantConfig(weight_symmetric=False, softmax="logsqrt2"))
+    qmodel = quant.quantize(tiny("vit"), "W3A3", calib, config=QuantConfig(weight_symmetric=False, softmax="logsqrt2"))
     first = _export(qmodel, "vit", tmp_path / "a.safetensors")
     loaded = load_packed(first.path)
     with torch.no_grad():
