@@ -166,6 +166,7 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
 
 
+@pytest.mark.recorded
 def test_shipped_vit_reproduces_recorded_accuracy():
     loaded = load_model("fmnist_vit")
     test = load_test(loaded, None, limit=500)

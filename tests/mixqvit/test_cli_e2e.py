@@ -70,6 +70,7 @@ def test_profile_solve_quantize_eval(image_folder, tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.recorded
 def test_shipped_vit_profile_solve_quantize_eval_on_fashion_mnist(tmp_path, capsys):
     """The whole CLI chain on the shipped ViT and real test images: the float accuracy it prints
     is the one recorded when the checkpoint was trained (same first 500 images)."""

@@ -66,6 +66,7 @@ def first500():
     return images[:500], labels[:500]
 
 
+@pytest.mark.recorded
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_model_accuracy_is_reproduced(name, first500):
     """The recorded first-500 accuracy is a real measurement: re-measuring gives the same number."""

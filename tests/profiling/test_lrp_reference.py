@@ -25,6 +25,8 @@ from profiling import lrp_conservation, lrp_importance
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _profiling_fixtures import BUILDERS, images  # noqa: E402
 
+pytestmark = pytest.mark.recorded
+
 REFERENCE = Path(__file__).resolve().parent / "data" / "lrp_reference.json"
 RTOL = 1e-4  # float32 across BLAS kernels: differences up to 3e-5 were measured (AVX2 vs AVX-512 vs SSE)
 
