@@ -130,10 +130,17 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if _META_KEY not in metadata:
         raise PackedFormatError(f"{path} is a safetensors file but not a packed mixqvit model (no '{_META_KEY}' "
                                 "metadata); write one with quant.export(qmodel, path, format='packed')")
-    meta = json.loads(metadata[_META_KEY])
-    if meta.get("format") != PACKED_FORMAT or meta.get("version") != PACKED_VERSION:
+    try:
+        meta = json.loads(metadata[_META_KEY])
+    except ValueError as exc:
+        raise PackedFormatError(f"{path}: its '{_META_KEY}' metadata is not JSON ({exc}); the file is corrupt") from None
+    if not isinstance(meta, dict) or meta.get("format") != PACKED_FORMAT or meta.get("version") != PACKED_VERSION:
+        meta = meta if isinstance(meta, dict) else {}
         raise PackedFormatError(f"{path} has format {meta.get('format')!r} version {meta.get('version')!r}; "
                                 f"this library reads {PACKED_FORMAT!r} version {PACKED_VERSION}")
+    missing = [k for k in ("model", "quant_config", "sites", "weights", "acts") if k not in meta]
+    if missing:
+        raise PackedFormatError(f"{path}: the metadata lacks {missing}; the file is corrupt")
     return tensors, meta
 
 

@@ -129,3 +129,8 @@ def test_bad_files_are_refused(calib, tmp_path):
         load_packed(junk)
     with pytest.raises(FileNotFoundError):
         load_packed(tmp_path / "missing.safetensors")
+    for bad, message in (("{not json", "not JSON"), ('{"format": "mixqvit-packed", "version": 1}', "lacks"),
+                         ('{"format": "other", "version": 1}', "this library reads")):
+        save_file({"a": torch.zeros(2)}, str(plain), metadata={"mixqvit": bad})
+        with pytest.raises(PackedFormatError, match=message):
+            load_packed(plain)
