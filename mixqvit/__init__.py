@@ -29,8 +29,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare source tr
 _LAZY = {
     "LoadedModel": "loading",
     "load_model": "loading",
-    "save_checkpoint": "loading",
-    "save_quantized": "loading",
+    "save_checkpoint": "checkpoints",
+    "save_quantized": "checkpoints",
     "EvalData": "datasets",
     "load_calibration": "datasets",
     "load_test": "datasets",

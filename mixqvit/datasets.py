@@ -2,7 +2,7 @@
 
 Either a Fashion-MNIST directory of IDX files (calibration from the train split, test from the
 test split) or an ImageFolder (one sub-directory per class, e.g. ImageNet val), transformed with
-the model's timm data config (:class:`mixqvit.loading.LoadedModel`).
+the model's timm data config (:class:`mixqvit.loaded.LoadedModel`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from . import data as fmnist_data
 from .errors import DataLoadError
-from .loading import FMNIST_INPUT, LoadedModel
+from .loaded import FMNIST_INPUT, LoadedModel
 
 __all__ = ["EvalData", "load_calibration", "load_test"]
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .datasets import EvalData
 from .errors import DataLoadError
-from .loading import LoadedModel
+from .loaded import LoadedModel
 
 __all__ = ["evaluate_top1", "profile_loaded", "warn_if_classes_differ"]
 

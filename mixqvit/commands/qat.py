@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import load_calibration, load_test
     from ..errors import InputFileError
     from ..evaluation import evaluate_top1, warn_if_classes_differ
-    from ..loading import load_model, save_quantized
+    from ..checkpoints import save_quantized
+    from ..loading import load_model
     from ..report import json_safe
     from ..timing import Timer
 

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..datasets import load_calibration, load_test
     from ..evaluation import evaluate_top1, warn_if_classes_differ
-    from ..loading import load_model, save_quantized
+    from ..checkpoints import save_quantized
+    from ..loading import load_model
     from ..timing import Timer
 
     runtime = setup(args)

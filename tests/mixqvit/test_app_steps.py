@@ -11,7 +11,8 @@ from torch import nn
 from allocator import Plan, solve
 from mixqvit.datasets import EvalData, load_calibration, load_test
 from mixqvit.evaluation import evaluate_top1, profile_loaded
-from mixqvit.loading import load_model, save_checkpoint
+from mixqvit.checkpoints import save_checkpoint
+from mixqvit.loading import load_model
 from profiling import joint_damage
 from quant import PlanSwitcher, quantize
 from mixqvit.demo import run_demo

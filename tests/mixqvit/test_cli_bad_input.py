@@ -140,7 +140,8 @@ def test_profile_that_is_not_utf8_or_too_deep(content, tmp_path, capsys):
 
 
 def test_bad_image_size_in_a_checkpoint_config(tmp_path, capsys):
-    from mixqvit.loading import load_model, save_checkpoint
+    from mixqvit.checkpoints import save_checkpoint
+    from mixqvit.loading import load_model
 
     ckpt = save_checkpoint(load_model(ARCH, model_kwargs=TINY).model, tmp_path / "m.safetensors", ARCH, TINY)
     config = json.loads(ckpt.with_suffix(".json").read_text())

@@ -12,7 +12,8 @@ import torch
 from allocator import Plan, Profile
 from mixqvit.datasets import load_calibration, load_test
 from mixqvit.evaluation import evaluate_top1
-from mixqvit.loading import load_model, save_checkpoint
+from mixqvit.checkpoints import save_checkpoint
+from mixqvit.loading import load_model
 from quant import quantize
 from mixqvit.cli import main
 from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
