@@ -92,9 +92,9 @@ def solve_problem(problem: Problem, solver: str = "auto", time_limit: float | No
     objective = problem.objective_of(choice)
     if result.status == "optimal":
         bound = objective
-    else:
+    else:  # backends bound the shifted losses (`solvers.prepare`): back to the caller's units
         bound = result.bound if result.bound is not None else lp_relaxation_bound(prepared)
-        bound = min(bound, objective)
+        bound = min(bound + prepared.offset, objective)
     choice.setflags(write=False)
     for limit, note in prepared.non_binding:  # only now: no warning precedes an infeasibility report
         warnings.warn(NonBindingLimitWarning(note, limit), stacklevel=2)

@@ -13,7 +13,15 @@
    kind is left out of "not all together" reports (it is no part of any conflict). A limit
    that the lowest-loss plan meets while another limit forces a change may still bind, so it
    is not noted. An infinite limit is dropped.
-4. Options are pruned when no optimal plan needs them: an option whose extra cost over its
+4. Each group's loss row is shifted by its smallest allowed entry (`offset` keeps the sum of
+   the shifts): a constant added to one layer's losses changes no choice, so it must not reach
+   a backend, where it would only inflate the objective that relative tolerances (the exact
+   search's 1e-10, a MIP solver's gaps) are measured against, and so let a huge constant row
+   blur the choices of every other layer. Backends therefore see losses >= 0, 0 at each group's
+   best option, and report objectives and bounds in these shifted units (`solve_problem` adds
+   `offset` back; it recomputes objectives from the caller's table). Validation has already
+   refused losses whose plan objectives could overflow.
+5. Options are pruned when no optimal plan needs them: an option whose extra cost over its
    group's cheapest option exceeds the limit's slack (limit - sum of minima) is in no feasible
    plan, and an option that another option of its group matches or beats in loss and in every
    limited cost is never needed (of equal options the lowest index is kept). Pruned options
@@ -37,7 +45,8 @@ class PreparedProblem:
     """What a backend solves: groups x options, limited resources only, dominated options gone.
 
     Attributes:
-        loss: (G, K) merged loss; +inf marks an option the group may not take (forbidden or pruned).
+        loss: (G, K) merged loss, shifted so each group's smallest is 0; +inf marks an option the
+            group may not take (forbidden or pruned).
         costs: (R, G, K) merged costs of the limited resources (any value where loss is +inf).
         limits: (R,) limits, in the order of `resources`.
         resources: names of the limited resources.
@@ -46,6 +55,8 @@ class PreparedProblem:
         alone_minima: resource -> (limit, smallest total reachable for that resource alone), for
             the finite limits that some plan exceeds (the ones a joint infeasibility involves).
         non_binding: (limit name, message) per limit that does not bind (see the module docstring).
+        offset: the sum of the shifts: an objective or bound of `loss` plus `offset` is in the
+            caller's units.
     """
 
     loss: np.ndarray
@@ -56,6 +67,7 @@ class PreparedProblem:
     n_layers: int
     alone_minima: dict[str, tuple[float, float]]
     non_binding: tuple[tuple[str, str], ...] = ()
+    offset: float = 0.0
 
     @property
     def n_groups(self) -> int:
@@ -162,6 +174,8 @@ def prepare(problem: Problem) -> PreparedProblem:
         costs = np.add.reduceat(np.stack([problem.costs[name] for name in names])[:, members], starts, axis=1) \
             if names else np.zeros((0,) + loss.shape)
     allowed = np.isfinite(loss)
+    shift = np.where(allowed, loss, np.inf).min(axis=1)
+    loss = loss - shift[:, None]  # +inf stays +inf
 
     group_minima = _masked_min(costs, allowed[None]) if names else np.zeros((0, len(groups)))
     minima = group_minima.sum(axis=1)
@@ -199,4 +213,5 @@ def prepare(problem: Problem) -> PreparedProblem:
         n_layers=problem.n_layers,
         alone_minima=alone_minima,
         non_binding=tuple(non_binding),
+        offset=float(shift.sum()),
     )

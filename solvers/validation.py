@@ -52,7 +52,31 @@ def _loss_iv(loss: Any) -> np.ndarray:
             f"Problem.loss: layer(s) {layers} have no allowed option (every entry is inf); "
             "allow at least one option per layer"
         )
+    _overflow_iv(loss)
     return loss
+
+
+def _overflow_iv(loss: np.ndarray) -> None:
+    """Refuse losses whose plan objectives can overflow float64 (a sum of finite entries that is
+    inf), naming the layers responsible; then every plan's objective is finite."""
+    finite = np.isfinite(loss)
+    with np.errstate(over="ignore", invalid="ignore"):
+        largest = np.where(finite, np.abs(loss), 0.0).max(axis=1)  # per layer
+        spread = np.where(finite, loss, -np.inf).max(axis=1) - np.where(finite, loss, np.inf).min(axis=1)
+        total = largest.sum()
+    wide = np.flatnonzero(~np.isfinite(spread))
+    if wide.size:
+        raise ValueError(
+            f"Problem.loss: the losses of layer(s) {wide.tolist()} span more than float64 can hold "
+            "(largest minus smallest allowed entry overflows to inf); rescale the losses"
+        )
+    if not np.isfinite(total):
+        worst = np.argsort(-largest, kind="stable")[:5]
+        named = ", ".join(f"layer {int(l)} (|loss| up to {largest[l]:.3g})" for l in worst)
+        raise ValueError(
+            f"Problem.loss: the objective of some plans overflows float64 to inf (the sum over layers "
+            f"of each layer's largest allowed |loss| is inf); the largest: {named}; rescale the losses"
+        )
 
 
 def _costs_iv(costs: Any, shape: tuple[int, int]) -> dict[str, np.ndarray]:

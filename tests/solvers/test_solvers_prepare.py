@@ -24,7 +24,9 @@ def test_ties_merge_into_one_group_with_summed_tables():
     )
     prepared = prepare(p)
     assert [g.tolist() for g in prepared.groups] == [[0, 2], [1]]
-    assert prepared.loss[0].tolist() == [6.0, 3.0]
+    assert prepared.loss[0].tolist() == [3.0, 0.0]  # [6, 3] shifted by its least entry
+    assert prepared.loss[1].tolist() == [3.0, 0.0]
+    assert prepared.offset == 3.0 + 0.0
     assert prepared.costs[0, 0].tolist() == [3.0, 6.0]
     assert prepared.expand(np.array([1, 0])).tolist() == [1, 0, 1]
 
@@ -102,7 +104,8 @@ def test_pruning_keeps_the_optimum(fields):
     costs = {name: prepared.costs[r] for r, name in enumerate(prepared.resources)}
     limits = dict(zip(prepared.resources, prepared.limits.tolist()))
     reduced = brute_force(prepared.loss, costs, limits)
-    assert reduced.optimum == (None if reference.optimum is None else pytest.approx(reference.optimum, rel=1e-12))
+    shifted = None if reduced.optimum is None else reduced.optimum + prepared.offset
+    assert shifted == (None if reference.optimum is None else pytest.approx(reference.optimum, rel=1e-12, abs=1e-12))
     if reduced.choice is not None:
         expanded = prepared.expand(reduced.choice)
         assert Problem(**fields).violations_of(expanded) == []
