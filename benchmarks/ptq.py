@@ -144,7 +144,7 @@ def run(models: list[str], bits: list[int], modes: list[str], n_calib: int, n_te
                 for seed, calib in calibs.items():
                     sync(device)
                     t = time.perf_counter()
-                    qmodel = quantize(model, f"W{b}A{b}", calib, QuantConfig(post_ln=mode))
+                    qmodel = quantize(model, f"W{b}A{b}", calib, config=QuantConfig(post_ln=mode))
                     logits(qmodel, test_x[:1])
                     sync(device)
                     calib_s = time.perf_counter() - t

@@ -165,7 +165,7 @@ def qat(
         check_fingerprint(saved["fingerprint"], fingerprint, ckpt_path)
     dist.barrier()  # every process has read the checkpoint before rank 0 may overwrite it
 
-    qmodel = quantize(source, plan, calib, cfg.quant).to(dev)
+    qmodel = quantize(source, plan, calib, config=cfg.quant).to(dev)
     learned = make_quantizers_learnable(qmodel, offsets=cfg.learn_offsets)
     optimizer = torch.optim.AdamW(param_groups(qmodel, learned, cfg.lr, cfg.weight_decay), lr=cfg.lr)
 
