@@ -72,8 +72,9 @@ def test_graph_is_standard_qdq(exported):
         assert (init.data_type in int4) == (site.w_bits <= 4)  # half a byte per code up to 4 bits
         codes = onnx.numpy_helper.to_array(init).astype(np.int64)
         assert codes.shape == tuple(site.weight.shape)
-        lo, hi = -(2 ** (site.w_bits - 1)), 2 ** (site.w_bits - 1) - 1
-        assert lo <= codes.min() and codes.max() <= hi  # the plan's width, not the container's
+        grid = site.weight_quant.quantizer
+        assert grid.qmax - grid.qmin + 1 <= 2 ** site.w_bits
+        assert grid.qmin <= codes.min() and codes.max() <= grid.qmax  # the plan's width, not the container's
         assert not any(n.startswith(f"{name}.weight") and i.data_type == onnx.TensorProto.FLOAT
                        and len(i.dims) > 1 for n, i in inits.items())  # no float copy of the weight
 

@@ -51,8 +51,9 @@ def test_reload_gives_the_same_logits_and_size(kind, plan, calib, images, tmp_pa
     # every byte of the file is accounted for
     assert result.file_bytes == result.path.stat().st_size
     assert layout.file_bytes == layout.code_bytes + layout.qparam_bytes + layout.float_bytes + layout.header_bytes
-    n_channels = sum(s.weight.shape[0] for s in sites.values())
-    assert layout.qparam_bytes == 4 * n_channels  # symmetric weights: scales only, no zero points
+    # a float32 scale per output channel, and a zero point per channel where a layer has non-zero ones
+    stored = [2 if bool(s.weight_quant.quantizer.zero_point.abs().max() > 0) else 1 for s in sites.values()]
+    assert layout.qparam_bytes == sum(4 * s.weight.shape[0] * k for s, k in zip(sites.values(), stored))
     floats = {k: v for k, v in qmodel.state_dict().items()
               if "_quant." not in k and not (k.endswith(".weight") and k[:-7] in sites)}
     assert layout.float_bytes == sum(v.numel() * v.element_size() for v in floats.values())
@@ -69,6 +70,10 @@ def test_asymmetric_weights_and_reexport_of_a_loaded_model(calib, images, tmp_pa
     assert again.path.read_bytes() == first.path.read_bytes()
     assert first.layout.qparam_bytes > 4 * sum(s.weight.shape[0] for s in quant.quant_sites(qmodel).values()
                                                if s.kind != "matmul")  # zero points stored
+    symmetric = quant.quantize(tiny("vit"), "W3A3", calib, config=QuantConfig(weight_symmetric=True))
+    result = _export(symmetric, "vit", tmp_path / "c.safetensors")
+    assert result.layout.qparam_bytes == 4 * sum(s.weight.shape[0] for s in quant.quant_sites(symmetric).values()
+                                                 if s.kind != "matmul")  # scales only
 
 
 def test_loaded_model_has_fixed_bits(calib, tmp_path):
