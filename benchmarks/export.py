@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     print(_size_table(sizes))
     import onnxruntime
 
-    result = {"rows": rows, "demo_plan_sizes": sizes, "n_test": args.n_test, "calib": args.calib,
+    from quant import QuantConfig
+
+    result = {"rows": rows, "demo_plan_sizes": sizes, "quant_config": QuantConfig().to_dict(),
+              "n_test": args.n_test, "calib": args.calib,
               "threads": args.threads, "profile_bits": list(BITS), "total_s": time.perf_counter() - t0,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
