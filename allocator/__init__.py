@@ -8,12 +8,13 @@ Torch-free on purpose: a profile measured on a GPU box can be solved anywhere.
 
 The pieces: `Profile`/`LayerInfo` (what was measured), `Budget` (limits), the objective
 (`allocator.objective`), the option grid (`allocator.options`), `solve`/`frontier`/
-`compare_solvers` and the resulting `Plan`.
+`compare_solvers` (in the modules `solving`, `frontiers`, `compare`, named apart from the
+functions so neither shadows the other) and the resulting `Plan`.
 """
 from solvers import NonBindingLimitWarning, SolverTimeoutError
 
 from .budget import Budget
-from .compare import compare_solvers
+from .compare import compare_solvers, format_compare_rows
 from .errors import (
     BudgetError,
     BudgetInfeasibleError,
@@ -22,13 +23,13 @@ from .errors import (
     ProfileError,
     UnknownSolverError,
 )
-from .frontier import frontier
+from .frontiers import frontier
 from .joint import JointChoice, solve_joint
 from .kbest import k_best
 from .objective import DEFAULT_ALPHA, OBJECTIVES, loss_table
 from .plan import Plan
 from .profile import FORMAT_VERSION, KINDS, LayerInfo, Profile
-from .solve import solve
+from .solving import check_solver_name, solve
 
 __all__ = [
     "Profile",
@@ -41,6 +42,8 @@ __all__ = [
     "k_best",
     "frontier",
     "compare_solvers",
+    "format_compare_rows",
+    "check_solver_name",
     "loss_table",
     "OBJECTIVES",
     "DEFAULT_ALPHA",

@@ -8,6 +8,7 @@ single bad cell does not hide the rest of the table.
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
@@ -17,14 +18,15 @@ from solvers import NonBindingLimitWarning, available_solvers
 from .budget import Budget
 from .objective import DEFAULT_ALPHA, Objective
 from .profile import Profile
-from .solve import check_solver_name, pose, solve_posed
+from .solving import check_solver_name, pose, solve_posed
 
-__all__ = ["compare_solvers", "format_rows"]
+__all__ = ["compare_solvers", "format_compare_rows"]
+
+_log = logging.getLogger(__name__)
 
 
-def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | Mapping],
-                    solvers: Sequence[str] | None = None, verbose: bool = True,
-                    objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
+def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | Mapping], *,
+                    solvers: Sequence[str] | None = None, objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
                     pinned: Mapping[str, int | None] | None = None,
                     time_limit: float | None = None) -> list[dict[str, Any]]:
     """Solve each budget with each solver (default: all available) and tabulate.
@@ -33,7 +35,8 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
     status, time_s, avg_w_bits, bops, error`` (``error`` is None on success; the numeric
     fields are None on failure). ``gap = (objective - best_bound) / |best_bound|`` where
     ``best_bound`` is the largest proven lower bound among the solvers for that budget.
-    Prints the table when ``verbose``.
+    Nothing is printed: `format_compare_rows(rows)` makes the text table; each failed cell is
+    also logged (logger ``allocator.compare``, level INFO).
     """
     names = list(solvers) if solvers is not None else available_solvers()
     rows: list[dict[str, Any]] = []
@@ -45,9 +48,10 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
             label = str(budget)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NonBindingLimitWarning)
-                posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
+                posed = pose(profile, budget, objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
         except Exception as exc:  # noqa: BLE001 - reported in the row by design
             pose_error = f"{type(exc).__name__}: {exc}"
+            _log.info("compare: budget %s: %s", label, pose_error)
         for name in names:
             row = _empty_row(label, name)
             try:
@@ -61,6 +65,7 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
                                time_s=plan.solve_time_s, avg_w_bits=t["avg_w_bits"], bops=t["bops"])
             except Exception as exc:  # noqa: BLE001 - reported in the row by design
                 row["error"] = f"{type(exc).__name__}: {exc}"
+                _log.info("compare: budget %s, solver %s: %s", label, name, row["error"])
             block.append(row)
         bounds = [r["bound"] for r in block if r["bound"] is not None and math.isfinite(r["bound"])]
         best = max(bounds) if bounds else None
@@ -68,8 +73,6 @@ def compare_solvers(profile: Profile, budgets: Iterable[Budget | float | str | M
             if best is not None and r["objective"] is not None:
                 r["gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
         rows += block
-    if verbose:
-        print(format_rows(rows))
     return rows
 
 
@@ -78,7 +81,7 @@ def _empty_row(budget: str, solver: str) -> dict[str, Any]:
             "status": None, "time_s": None, "avg_w_bits": None, "bops": None, "error": None}
 
 
-def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+def format_compare_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of `compare_solvers` as an aligned text table."""
     header = ["budget", "solver", "objective", "gap", "status", "time_s", "avg_w_bits", "GBOPs", "error"]
 

@@ -44,7 +44,7 @@ from .kbest import k_best
 from .objective import DEFAULT_ALPHA, Objective
 from .plan import Plan
 from .profile import Profile
-from .solve import Posed, check_solver_name, decode, pose
+from .solving import Posed, check_solver_name, decode, pose
 
 __all__ = ["JointChoice", "Candidate", "candidate_plans", "choice_of", "solve_joint"]
 
@@ -156,7 +156,7 @@ def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping,
     """
     _check_counts(k, perturbed, sigma, gap)
     check_solver_name(solver)
-    posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
+    posed = pose(profile, budget, objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
     best = k_best(posed.problem, k=k, solver=solver)
     optimum = best.solutions[0].objective
     found = [(sol.choice, sol.objective, f"k-best {i + 1}") for i, sol in enumerate(best.solutions)]

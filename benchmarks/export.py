@@ -65,13 +65,13 @@ def _one_ulp_control(qmodel: torch.nn.Module) -> torch.nn.Module:
 
 
 def _plans(profile):
-    from allocator import Budget, Plan, solve
+    from allocator import Budget, NonBindingLimitWarning, Plan, solve
 
     main = [("W8A8", Plan.uniform(profile, 8, 8)), ("W4A4", Plan.uniform(profile, 4, 4)),
             ("mixed <=3 bits", solve(profile, budget=3.0))]
     demo = []
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+        warnings.simplefilter("ignore", NonBindingLimitWarning)
         for b in (6, 4, 3, 2):
             uniform = Plan.uniform(profile, b, b)
             mixed = solve(profile, budget=Budget(size_mb=uniform.size_bytes / 1e6, bops=uniform.bops),

@@ -19,9 +19,7 @@ thread; times are process CPU times, each the best of several runs (the machine 
   CLI run profiles every site of a 2-block DeiT-S at 4 bits (the whole command, data loading
   included) so that it finishes in minutes on a CPU.
 * ``--dist``: wall time of ``profile_model`` in 2 gloo processes (one thread each) against 1
-  process (one thread), on a 4-block DeiT-S, 4 images in 2 batches (so LRP splits too); the
-  profiles must be identical. On a machine busy with other work the wall ratio says little, so
-  the busiest process's CPU time over the single process's is reported beside it.
+  process (one thread), on a 4-block DeiT-S; the profiles must be identical.
 * ``--fakequant``: a W4A4 fake-quantized DeiT-S forward against the float forward.
 
 Writes benchmarks/results/profiling.json (the parts run).
@@ -240,7 +238,7 @@ def dist_child(n_images: int, bits: tuple[int, ...]) -> dict:
     model, x = build("deit_s", depth=4), images(n_images)
     dist.barrier()
     t0, c0 = time.perf_counter(), time.process_time()
-    prof = profile_model(model, x, bits=bits, batch_size=max(1, n_images // 2), verbose=False, config=CONFIG)
+    prof = profile_model(model, x, bits=bits, batch_size=n_images, verbose=False, config=CONFIG)
     cpu = time.process_time() - c0
     dist.barrier()
     wall = time.perf_counter() - t0

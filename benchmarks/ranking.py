@@ -37,7 +37,7 @@ from scipy import stats  # noqa: E402
 from allocator import solve  # noqa: E402
 from allocator.atomic import write_json  # noqa: E402
 from allocator.joint import candidate_plans, choice_of, solve_joint  # noqa: E402
-from allocator.solve import pose  # noqa: E402
+from allocator.solving import pose  # noqa: E402
 
 from .planbench import MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact, plan_key, quiet  # noqa: E402
 

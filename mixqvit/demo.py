@@ -93,7 +93,7 @@ def _plan_source(choice, uniform) -> str:
 def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, data: str | None,
                bits: Sequence[int], budgets: Sequence[int], solver: str, seed: int,
                verbose: bool, device: str = "cpu") -> tuple[list[dict[str, Any]], list[Path]]:
-    from allocator import Plan
+    from allocator import NonBindingLimitWarning, Plan
     from allocator.joint import solve_joint
     from profiling import joint_damage
     from quant import PlanSwitcher
@@ -131,7 +131,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
         label = f"W{b}A{b}"
         uniform = Plan.uniform(profile, w_bits=b, a_bits=b)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*does not bind", category=UserWarning)
+            warnings.simplefilter("ignore", NonBindingLimitWarning)
             choice = solve_joint(profile, budget=_mixed_budget(uniform), solver=solver, extra=[uniform],
                                  pinned={name: None for name in uniform.pinned},
                                  score=lambda plans: joint_damage(switcher, plans, calib[0], float_logits))

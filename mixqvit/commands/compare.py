@@ -22,9 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from allocator import compare_solvers
-    from allocator.compare import format_rows
-    from allocator.solve import check_solver_name
+    from allocator import check_solver_name, compare_solvers, format_compare_rows
 
     from ..report import compare_table
 
@@ -33,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
         check_solver_name(name)
     profile = load_profile(args.profile)
     out = out_path(args.out, "table file")
-    rows = compare_solvers(profile, budgets, solvers=args.solvers, verbose=False, **solver_options(args))
+    rows = compare_solvers(profile, budgets, solvers=args.solvers, **solver_options(args))
     written = ()
     if out is not None:
         written = compare_table(rows, title=f"Solvers x budgets on {args.profile}").write(
             out.parent, out.stem if out.suffix == ".json" else out.name)
-    print(format_rows(rows))
+    print(format_compare_rows(rows))
     if written:
         print(f"wrote {written[0]} and {written[1]}")
     return 0

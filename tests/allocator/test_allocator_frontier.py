@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from allocator import Budget, BudgetError, BudgetInfeasibleError, LayerInfo, Profile, UnknownSolverError, frontier, solve
 from allocator.options import build_options
-from allocator.solve import usage_range
+from allocator.solving import usage_range
 from allocator_helpers import SETTINGS, profiles, quiet, reference_loss, reference_totals, tiny_profile
 from solvers import InfeasibleError
 

@@ -12,7 +12,7 @@ import pytest
 from allocator import Budget, Plan, PlanError, Profile
 from allocator.joint import candidate_plans, solve_joint
 from allocator.kbest import k_best
-from allocator.solve import pose
+from allocator.solving import pose
 from allocator_helpers import quiet, reference_loss, reference_totals, tiny_profile
 
 

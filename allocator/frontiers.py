@@ -33,7 +33,7 @@ from .objective import DEFAULT_ALPHA, Objective
 from .options import build_options
 from .plan import Plan
 from .profile import Profile
-from .solve import Posed, check_solver_name, decode, joint_infeasibility, pose, solve_posed, usage_range
+from .solving import Posed, check_solver_name, decode, joint_infeasibility, pose, solve_posed, usage_range
 
 __all__ = ["frontier", "sweepable_resources", "FRONTIER_SOLVER"]
 
@@ -49,9 +49,9 @@ def sweepable_resources(profile: Profile) -> list[str]:
     return [*_BUILTIN_RESOURCES, *sorted(profile.cost_tables)]
 
 
-def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, solver: str = "auto",
+def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, *, solver: str = "auto",
              objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-             pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None, *,
+             pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None,
              resource: str | None = None, hold: BudgetLike | None = None) -> list[Plan]:
     """Plans along the trade-off: one per given budget, or one per breakpoint of the exact frontier.
 
@@ -95,7 +95,8 @@ def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, solv
         with warnings.catch_warnings():
             # a sweep commonly runs past the largest useful budget; do not warn once per point
             warnings.simplefilter("ignore", NonBindingLimitWarning)
-            return [solve_posed(pose(profile, b, objective, alpha, tie_wa, pinned), solver, time_limit) for b in budgets]
+            options = dict(objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
+            return [solve_posed(pose(profile, b, **options), solver, time_limit) for b in budgets]
     if resource is None:
         raise ValueError(
             "frontier: give budgets (e.g. frontier(profile, [3, 4])) or a resource to sweep "
@@ -157,7 +158,7 @@ def _pose_sweep(profile: Profile, resource: str, held: Budget | None, objective:
     budget = _with_limit(held, resource, loosest)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NonBindingLimitWarning)
-        posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
+        posed = pose(profile, budget, objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
     for w in caught:  # pass on every warning but the swept limit's own "does not bind"
         if not (issubclass(w.category, NonBindingLimitWarning) and w.message.limit == resource):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -77,7 +77,7 @@ def lowest_loss_usage(cost: np.ndarray, loss: np.ndarray, tied: list[list[int]])
     return total
 
 
-def pose(profile: Profile, budget: Budget | float | str | Mapping = 3.0, objective: Objective = "mixqvit",
+def pose(profile: Profile, budget: Budget | float | str | Mapping, *, objective: Objective = "mixqvit",
          alpha: float = DEFAULT_ALPHA, tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None) -> Posed:
     """Build the solver problem for ``profile`` under ``budget`` (checks limits; may warn/raise)."""
     if not isinstance(profile, Profile):
@@ -186,7 +186,7 @@ def solve_posed(posed: Posed, solver: str, time_limit: float | None) -> Plan:
     return decode(posed, sol)
 
 
-def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver: str = "auto",
+def solve(profile: Profile, budget: Budget | float | str | Mapping, *, solver: str = "auto",
           objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
           pinned: Mapping[str, int | None] | None = None, time_limit: float | None = None) -> Plan:
     """Choose bits per layer minimising the objective under the budget.
@@ -213,5 +213,5 @@ def solve(profile: Profile, budget: Budget | float | str | Mapping = 3.0, solver
         UnknownSolverError, BudgetError, ObjectiveError, ValueError: bad arguments.
     """
     check_solver_name(solver)
-    posed = pose(profile, budget, objective, alpha, tie_wa, pinned)
+    posed = pose(profile, budget, objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
     return solve_posed(posed, solver, time_limit)
