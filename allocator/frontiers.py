@@ -62,7 +62,7 @@ def frontier(profile: Profile, budgets: Iterable[BudgetLike] | None = None, *, s
         solver: backend for ``budgets``; the exact frontier takes "auto" or "exact" only.
         objective, alpha, tie_wa, pinned: as for `solve`.
         time_limit: seconds per solve (for the exact frontier with ``hold``: per solve of the
-            sweep, which raises `solvers.SolverError` on expiry rather than return an unproven step).
+            sweep, which raises `SolverTimeoutError` on expiry rather than return an unproven step).
         resource: "avg_bits", "size_mb", "bops" or a name in ``profile.cost_tables``: return the
             plan at every breakpoint of the exact optimum-versus-limit curve of that resource.
         hold: a budget (or anything `Budget.parse` reads) whose limits hold at every breakpoint;

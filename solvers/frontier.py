@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import InfeasibleError, SolverError
+from .errors import InfeasibleError, SolverError, SolverTimeoutError
 from .exact import solve_arrays
 from .exact.pareto import merge
 from .prepare import PreparedProblem, prepare
@@ -102,9 +102,9 @@ def _sweep(prepared: PreparedProblem, r: int, time_limit: float | None) -> np.nd
         if result.status == "infeasible":
             break
         if result.status != "optimal":
-            raise SolverError(
+            raise SolverTimeoutError(
                 f"frontier sweep: a solve at {prepared.resources[r]} <= {limits[r]:.10g} hit the time "
-                f"limit ({time_limit} s) before proving optimality; allow more time per solve"
+                f"limit ({time_limit} s) before proving optimality; allow more time per solve", time_limit
             )
         cost = float(prepared.group_usage(result.choice)[r])
         if found and cost >= last_cost:
@@ -132,7 +132,7 @@ def exact_frontier(problem: Problem, resource: str, time_limit: float | None = N
     Raises:
         ValueError: unknown resource.
         InfeasibleError: the other limits admit no plan.
-        SolverError: a sweep solve hit `time_limit`.
+        SolverTimeoutError: a sweep solve hit `time_limit`.
     """
     start = time.perf_counter()
     if not isinstance(problem, Problem):

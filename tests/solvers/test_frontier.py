@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from mckp_bruteforce import brute_force, enumerate_choices
 from mckp_strategies import problems
-from solvers import InfeasibleError, NonBindingLimitWarning, Problem
+from solvers import InfeasibleError, NonBindingLimitWarning, Problem, SolverTimeoutError
 from solvers.frontier import exact_frontier
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -86,3 +86,15 @@ def test_unknown_resource_is_named():
     problem = Problem(loss=np.ones((2, 2)), costs={"size": np.ones((2, 2))})
     with pytest.raises(ValueError, match="'bops' is not a cost"):
         exact_frontier(problem, "bops")
+
+
+def test_a_sweep_stopped_by_its_time_limit_raises_the_timeout_error():
+    """A sweep solve that cannot prove its step in time raises `SolverTimeoutError` (not an
+    unproven step, and not `InfeasibleError`)."""
+    rng = np.random.default_rng(2)
+    loss = rng.uniform(0, 1, (60, 6)) * 4.0 ** -np.arange(6)
+    costs = {"size": np.tile(np.arange(2.0, 8.0), (60, 1)) * rng.integers(1, 9, (60, 1)),
+             "bops": np.tile(np.arange(2.0, 8.0) ** 2, (60, 1)) * rng.integers(1, 9, (60, 1))}
+    limits = {"bops": float(costs["bops"][:, 2].sum())}
+    with pytest.raises(SolverTimeoutError, match="frontier sweep.*time limit"):
+        exact_frontier(Problem(loss=loss, costs=costs, limits=limits), "size", time_limit=1e-9)
