@@ -148,8 +148,8 @@ def run_model(mb: ModelBench, budgets: list[int], light: bool) -> dict:
               f"uniform {uni['top1']:.4f} optimum {opt['top1']:.4f} joint {pick['top1']:.4f} ({joint['source']}, "
               f"{joint['total_time_s']:.1f} s)", flush=True)
         all_rows += rows
-    for row in all_rows:
-        row.pop("key")
+    for row in all_rows:  # the plan itself, as (w, a) bits per layer in profile order
+        row["bits"] = [list(wa) for wa in row.pop("key")]
     out["plans"] = all_rows
     if not light:
         ranked = [r for r in all_rows if r["budget"] != "W6A6"]
