@@ -10,11 +10,12 @@ from typing import Any, Literal
 
 from allocator.bits import bits_defect
 
-__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "PRESETS"]
+__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "POST_LN_RANGES", "PRESETS"]
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "search")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 POST_LN_MODES = ("clipped", "channel", "tensor")
+POST_LN_RANGES = ("fixed", "channel_search", "search")
 SOFTMAX_QUANTIZERS = ("log2", "logsqrt2", "uniform")
 
 
@@ -27,14 +28,22 @@ class QuantConfig:
         qkv, fc1, Swin's patch-merging reduction, the classifier head). These have a few
         channels with ranges far wider than the rest, which wrecks a per-tensor quantizer.
 
-        * ``"clipped"`` (default, Mix-QViT): per-channel ranges from calibration, the widest
+        * ``"clipped"`` (Mix-QViT): per-channel ranges from calibration, the widest
           channels' ranges capped at the ``clip_percentile``-th percentile of the per-channel
           range widths, then folded into the LayerNorm affine and the next linear layer so
           inference uses one per-tensor quantizer. Capping keeps the folded weight columns
           (multiplied by the channel's range ratio) from blowing up the weight quantizer's
           range and clips the rare extreme activations of outlier channels.
-        * ``"channel"``: the same fold with no capping (RepQ-ViT-style).
+        * ``"channel"`` (default): the same fold with no capping (RepQ-ViT-style); with
+          ``post_ln_range="search"`` the folded quantizer's range search does the clipping.
         * ``"tensor"``: a plain per-tensor quantizer calibrated with ``act_method``.
+    post_ln_range:
+        Range of the folded per-tensor quantizer (``"clipped"``/``"channel"``): ``"fixed"``,
+        the image of the per-channel ranges; ``"channel_search"`` (RepQ-ViT), per-channel
+        ranges narrowed by ``act_method`` at the plan's activation bits before the fold, then
+        fixed; ``"search"``, calibrated by ``act_method`` from the statistics re-expressed in
+        the folded coordinates, at any bit-width (one clipping factor relative to every
+        channel's own width).
     clip_percentile:
         Percentile (0-100] of the distribution of per-channel range widths at which the
         ``"clipped"`` mode caps a channel's width. 100 means no clipping.
@@ -81,18 +90,19 @@ class QuantConfig:
         Seed of the subsampling, making calibration deterministic.
     """
 
-    post_ln: Literal["clipped", "channel", "tensor"] = "clipped"
+    post_ln: Literal["clipped", "channel", "tensor"] = "channel"
+    post_ln_range: Literal["fixed", "channel_search", "search"] = "search"
     clip_percentile: float = 99.0
-    weight_method: Literal["minmax", "percentile", "mse"] = "mse"
-    act_method: Literal["minmax", "percentile", "mse"] = "mse"
+    weight_method: Literal["minmax", "percentile", "mse", "search"] = "search"
+    act_method: Literal["minmax", "percentile", "mse", "search"] = "search"
     weight_per_channel: bool = True
-    weight_symmetric: bool = True
+    weight_symmetric: bool = False
     act_symmetric: bool = False
-    softmax: Literal["log2", "logsqrt2", "uniform"] = "log2"
+    softmax: Literal["log2", "logsqrt2", "uniform"] = "logsqrt2"
     percentile: float = 99.99
     mse_grid: int = 40
     calib_samples: int = 16384
-    weight_rounding: Literal["nearest", "gptq"] = "nearest"
+    weight_rounding: Literal["nearest", "gptq"] = "gptq"
     gptq_damp: float = 0.01
     sequential: bool = False
     edge_bits: int | None = 8
@@ -108,6 +118,7 @@ class QuantConfig:
         choice("act_method", self.act_method, RANGE_METHODS)
         choice("softmax", self.softmax, SOFTMAX_QUANTIZERS)
         choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        choice("post_ln_range", self.post_ln_range, POST_LN_RANGES)
         if not 0.0 <= self.gptq_damp <= 1.0:
             raise ValueError(f"QuantConfig.gptq_damp={self.gptq_damp}; expected 0 <= damp <= 1")
         if not 0.0 < self.clip_percentile <= 100.0:
@@ -129,7 +140,7 @@ class QuantConfig:
         searched asymmetric ranges on whole activation tensors, per-channel post-LayerNorm
         ranges folded into LayerNorm and the next linear (weights re-calibrated after the
         fold), a log-sqrt2 softmax quantizer with a searched scale, and sequential
-        calibration. ``"default"`` is ``QuantConfig()``.
+        calibration. ``"default"`` is ``QuantConfig()``; see :data:`PRESETS` for the others.
         """
         if name not in PRESETS:
             raise ValueError(f"unknown QuantConfig preset {name!r}; expected one of {sorted(PRESETS)}")
@@ -149,9 +160,17 @@ class QuantConfig:
 
 
 #: Named configurations for :meth:`QuantConfig.preset` (field -> value over the defaults).
+#: The default is bit-independent: calibrated once, any bits give what ``quantize`` gives at them
+#: (profiling measures what the plan gets). "seq" calibrates for the plan's bits (RepQ-ViT's
+#: per-channel post-LN search at those bits, sequential calibration): its sensitivity profile
+#: would be measured with other ranges than the ones it applies. "v1" is the default before
+#: issue 16.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "repq": dict(post_ln="channel", weight_method="search", act_method="search", weight_symmetric=False,
-                 act_symmetric=False, softmax="logsqrt2", calib_samples=2**22, sequential=True,
+    "seq": dict(post_ln_range="channel_search", sequential=True),
+    "v1": dict(post_ln="clipped", post_ln_range="fixed", weight_method="mse", act_method="mse",
+               weight_symmetric=True, softmax="log2", weight_rounding="nearest"),
+    "repq": dict(post_ln="channel", post_ln_range="channel_search", weight_method="search", act_method="search",
+                 weight_symmetric=False, act_symmetric=False, softmax="logsqrt2", calib_samples=2**22, sequential=True,
                  weight_rounding="nearest"),
 }

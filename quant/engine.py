@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from .config import QuantConfig
 from .data_utils import iter_images
 from .discovery import find_post_ln_groups, find_quantizable_layers
-from .fold import channel_transform, fold_layernorm
+from .fold import ChannelTransform, channel_transform, fold_layernorm
+from .passes import recording_hessians, sequential_pass
 from .modules import (
     QuantAttention,
     QuantConv2d,
@@ -30,6 +31,7 @@ from .modules import (
     make_weight_quantizer,
 )
 from .quantizers import ActQuantizer, WeightQuantizer
+from .ranges import estimate_range
 
 __all__ = ["prepare", "quant_sites", "calibrate", "is_prepared"]
 
@@ -101,10 +103,36 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _fold_post_ln(qmodel: nn.Module, config: QuantConfig) -> None:
-    """Fold each post-LN group's calibrated per-channel ranges into LayerNorm + consumers."""
+def _channel_rows(observers: list) -> torch.Tensor:
+    """The sampled values of post-LN inputs as per-channel rows ``(C, n)`` (equal counts per
+    channel: the first ``n`` sampled values of each)."""
+    values = torch.cat([o.sample for o in observers])
+    chan = torch.cat([o.sample_channel for o in observers])
+    n_ch = observers[0].ch_min.numel()
+    counts = torch.bincount(chan, minlength=n_ch)
+    order = torch.argsort(chan, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    k = int(counts.min())
+    if k == 0:
+        raise ValueError("a post-LayerNorm channel has no sampled values; raise QuantConfig.calib_samples")
+    return values[order][starts[:, None] + torch.arange(k, device=values.device)[None, :]]
+
+
+def _fold_post_ln(qmodel: nn.Module, config: QuantConfig, a_bits: dict[str, int | None]) -> dict[nn.Module, ChannelTransform]:
+    """Fold each post-LN group's calibrated per-channel ranges into LayerNorm + consumers;
+    returns each folded consumer's input transform.
+
+    ``post_ln_range``: ``"fixed"`` gives the folded quantizer the range the channel ranges map
+    to; ``"channel_search"`` first narrows each channel's range by ``act_method`` at the
+    consumers' activation bits (``a_bits``, known when calibrating for a plan; RepQ-ViT's
+    per-channel search before its reparameterisation), then fixes it likewise; ``"search"``
+    re-expresses the statistics in the folded coordinates and lets the per-tensor quantizer
+    calibrate from them with ``act_method`` at any bit-width (one clipping factor shared by
+    all channels, relative to each channel's width).
+    """
+    folded: dict[nn.Module, ChannelTransform] = {}
     if config.post_ln == "tensor":
-        return
+        return folded
     clip = config.clip_percentile if config.post_ln == "clipped" else None
     for group in find_post_ln_groups(qmodel):
         consumers = [qmodel.get_submodule(c) for c in group.consumers]
@@ -113,10 +141,20 @@ def _fold_post_ln(qmodel: nn.Module, config: QuantConfig) -> None:
             continue  # the LayerNorm output never reached a consumer during calibration
         lo = torch.stack([o.ch_min for o in observers]).amin(dim=0)
         hi = torch.stack([o.ch_max for o in observers]).amax(dim=0)
+        bits = a_bits.get(group.consumers[0])
+        if config.post_ln_range == "channel_search" and bits is not None and config.act_method != "minmax":
+            lo, hi = estimate_range(_channel_rows(observers), config.act_method, bits, config.act_symmetric,
+                                    config.percentile, config.mse_grid)
         transform = channel_transform(lo, hi, clip)
         fold_layernorm(qmodel.get_submodule(group.norm), consumers, transform)
         for c in consumers:
-            c.act_quant.set_fixed_range(-transform.ref_width / 2, transform.ref_width / 2)
+            folded[c] = transform
+            if config.post_ln_range == "search":
+                c.act_quant.observer.fold(transform.mid, transform.r)
+                c.act_quant.invalidate()
+            else:
+                c.act_quant.set_fixed_range(-transform.ref_width / 2, transform.ref_width / 2)
+    return folded
 
 
 def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: int = 64) -> nn.Module:
@@ -126,10 +164,17 @@ def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: 
     so afterwards ``set_bits`` gives a calibrated quantizer at any bit-width without new data.
     With ``post_ln`` "clipped"/"channel" the per-channel ranges of LayerNorm outputs are then
     folded into the LayerNorm and the following linear layers (exact in float). Bits set
-    before the call are restored. Returns ``qmodel`` (modified in place).
+    before the call are restored. With ``weight_rounding="gptq"`` the same pass records each
+    weighted layer's input Hessian (weights are then GPTQ-rounded at any bit-width). With
+    ``sequential=True`` and bits set before the call, a final quantized pass re-calibrates
+    every activation quantizer on its upstream-quantized input (see :mod:`quant.passes`).
+    Returns ``qmodel`` (modified in place).
     """
     sites = quant_sites(qmodel)
     config = getattr(qmodel, "quant_config", QuantConfig())
+    gptq = config.weight_rounding == "gptq"
+    if config.sequential:  # two passes: iterate the data once
+        calib_data = [b.cpu() for b in iter_images(calib_data, batch_size)]
     saved = {name: (s.w_bits, s.a_bits) for name, s in sites.items()}
     act_quants = [m for m in qmodel.modules() if isinstance(m, ActQuantizer)]
     device, was_training = _model_device(qmodel), qmodel.training
@@ -143,7 +188,7 @@ def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: 
     qmodel.eval()
     n_images = 0
     try:
-        with torch.no_grad():
+        with torch.no_grad(), recording_hessians(qmodel, gptq) as hessians:
             for batch in tqdm(iter_images(calib_data, batch_size), desc="calibrate", disable=None if verbose else True, leave=False):
                 qmodel(batch.to(device))
                 n_images += batch.shape[0]
@@ -153,7 +198,15 @@ def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: 
         qmodel.train(was_training)
     if n_images == 0:
         raise ValueError("calib_data yielded no images; pass at least one batch (N, C, H, W)")
-    _fold_post_ln(qmodel, config)
+    for layer, transform in _fold_post_ln(qmodel, config, {name: a for name, (_, a) in saved.items()}).items():
+        if layer in hessians:
+            hessians[layer].fold(transform.mid, transform.r)
+    for s in sites.values():
+        if hasattr(s, "weight_quant"):
+            s.weight_quant.set_hessian(hessians[s].hessian() if s in hessians and hessians[s].n else None)
     for name, (w, a) in saved.items():
         sites[name].set_bits(w, a)
+    if config.sequential and any(bits != (None, None) for bits in saved.values()):
+        images = torch.cat([b.to(device) for b in iter_images(calib_data, None)])
+        sequential_pass(qmodel, images, device, gptq)
     return qmodel

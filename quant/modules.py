@@ -115,6 +115,7 @@ def make_weight_quantizer(config: QuantConfig) -> WeightQuantizer:
         symmetric=config.weight_symmetric,
         percentile=config.percentile,
         grid=config.mse_grid,
+        gptq_damp=config.gptq_damp,
     )
 
 

@@ -141,13 +141,17 @@ class WeightQuantizer(nn.Module):
         symmetric: bool = True,
         percentile: float = 99.99,
         grid: int = 40,
+        gptq_damp: float = 0.01,
     ) -> None:
         super().__init__()
         self.method, self.per_channel, self.symmetric = method, per_channel, symmetric
-        self.percentile, self.grid = percentile, grid
+        self.percentile, self.grid, self.gptq_damp = percentile, grid, gptq_damp
         self.bits: int | None = None
         self.quantizer = UniformQuantizer(channel_axis=0 if per_channel else None)
+        #: ``X^T X / n`` of the layer's calibration inputs; when set, weights are rounded by GPTQ
+        self.register_buffer("hessian", None, persistent=False)
         self._cache: dict[int, QParams] = {}
+        self._rounded: dict[int, torch.Tensor] = {}
         self._cache_key: tuple[int, int] | None = None
         self._installed: tuple[int, int, int] | None = None
 
@@ -156,9 +160,7 @@ class WeightQuantizer(nn.Module):
 
     def qparams(self, weight: torch.Tensor, bits: int) -> QParams:
         """Quantization parameters of ``weight`` at ``bits`` (cached while the weight is unchanged)."""
-        key = (weight.data_ptr(), weight._version)
-        if key != self._cache_key:
-            self._cache, self._cache_key = {}, key
+        self._check_cache(weight)
         if bits not in self._cache:
             w = weight.detach()
             rows = w.reshape(w.shape[0], -1) if self.per_channel else w.reshape(1, -1)
@@ -168,12 +170,54 @@ class WeightQuantizer(nn.Module):
             self._cache[bits] = qparams_from_range(lo, hi, bits, self.symmetric)
         return self._cache[bits]
 
+    def _check_cache(self, weight: torch.Tensor) -> None:
+        """Forget cached parameters and GPTQ roundings when the weight tensor changed."""
+        key = (weight.data_ptr(), weight._version)
+        if key != self._cache_key:
+            self._cache, self._rounded, self._cache_key = {}, {}, key
+
+    def set_hessian(self, hessian: torch.Tensor | None) -> None:
+        """Round by GPTQ with this input Hessian from now on (``None``: round to nearest)."""
+        self.hessian = None if hessian is None else hessian.detach().float()
+        self._rounded = {}
+
+    def rounded(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
+        """``weight`` fake-quantized at ``bits``: GPTQ-rounded when a Hessian is set, else to
+        nearest; on the grid of :meth:`qparams` either way (cached per bit-width)."""
+        qp = self.qparams(weight, bits)
+        if self.hessian is None:
+            return fake_quantize(weight, _broadcast(qp.scale, weight, 0 if self.per_channel else None),
+                                 _broadcast(qp.zero_point, weight, 0 if self.per_channel else None), qp.qmin, qp.qmax)
+        return self._gptq(weight, bits)[0]
+
+    def _gptq(self, weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(GPTQ rounding, its error-compensated pre-rounding weights) at ``bits``, cached."""
+        if bits not in self._rounded:
+            from .gptq import gptq_quantize
+
+            self._rounded[bits] = gptq_quantize(weight, self.hessian, self.qparams(weight, bits), self.gptq_damp,
+                                                with_latent=True)
+        return self._rounded[bits]
+
     def make_learnable(self, weight: torch.Tensor) -> nn.Parameter:
         """Install the calibrated scale for ``weight`` at the current bits and make it an LSQ
-        parameter (QAT). Later weight updates no longer re-derive it; ``set_bits`` does."""
+        parameter (QAT). Later weight updates no longer re-derive it; ``set_bits`` does.
+
+        With GPTQ rounding, ``weight`` is first overwritten (in place) by GPTQ's error-compensated
+        weights, whose nearest rounding is the GPTQ result (those past the clamping range moved a
+        quarter step inside it, so their straight-through gradient is on): QAT starts from
+        exactly the PTQ model, with latent weights as generic as round-to-nearest's."""
         if self.bits is None:
             raise ValueError("make_learnable needs weight bits; call set_bits first")
-        self.quantizer.set_qparams(self.qparams(weight, self.bits))
+        qp = self.qparams(weight, self.bits)
+        if self.hessian is not None:
+            axis = 0 if self.per_channel else None
+            scale, zp = _broadcast(qp.scale, weight, axis), _broadcast(qp.zero_point, weight, axis)
+            with torch.no_grad():
+                code = torch.clamp(self._gptq(weight, self.bits)[1] / scale + zp, qp.qmin + 0.25, qp.qmax - 0.25)
+                weight.copy_(((code - zp) * scale).to(weight.dtype))
+            self.set_hessian(None)
+        self.quantizer.set_qparams(qp)
         self._installed = (weight.data_ptr(), weight._version, self.bits)
         return self.quantizer.make_learnable()
 
@@ -185,6 +229,8 @@ class WeightQuantizer(nn.Module):
         if state != self._installed and not learned:  # weight or bits changed: re-derive the range
             self.quantizer.set_qparams(self.qparams(weight, self.bits))
             self._installed = state
+        if self.hessian is not None and not learned:
+            return self.rounded(weight, self.bits) + (weight - weight.detach())  # exact values, straight-through
         return self.quantizer(weight)
 
     def extra_repr(self) -> str:
@@ -210,6 +256,8 @@ class ActObserver(nn.Module):
         self.register_buffer("ch_min", torch.empty(0), persistent=False)
         self.register_buffer("ch_max", torch.empty(0), persistent=False)
         self.register_buffer("sample", torch.empty(0), persistent=False)
+        #: channel (last-dim index) of each sampled value, with ``channel_stats``
+        self.register_buffer("sample_channel", torch.empty(0, dtype=torch.long), persistent=False)
         self.n_seen = 0
 
     def reset(self) -> None:
@@ -220,6 +268,7 @@ class ActObserver(nn.Module):
         self.ch_min = torch.empty(0, device=dev)
         self.ch_max = torch.empty(0, device=dev)
         self.sample = torch.empty(0, device=dev)
+        self.sample_channel = torch.empty(0, dtype=torch.long, device=dev)
         self.n_seen = 0
         self._gen = torch.Generator().manual_seed(self.seed)
 
@@ -251,16 +300,40 @@ class ActObserver(nn.Module):
             else:
                 self.ch_min, self.ch_max = torch.minimum(self.ch_min, cmin), torch.maximum(self.ch_max, cmax)
         cap, seen = self.max_samples, self.n_seen
+        channels = x.shape[-1] if self.channel_stats else 0
         if seen + m <= cap:
-            self.sample = torch.cat([self.sample, flat])
+            keep_old, take_new = None, None
         else:
             # Keep the sample uniform over everything seen: old and new values in proportion.
             k_new = min(m, max(1, round(cap * m / (seen + m))))
             k_old = min(cap - k_new, self.sample.numel())
-            old = self.sample[self._randint(self.sample.numel(), k_old, x.device)] if k_old > 0 else self.sample[:0]
-            new = flat[self._randint(m, k_new, x.device)]
-            self.sample = torch.cat([old, new])
+            keep_old = self._randint(self.sample.numel(), k_old, x.device) if k_old > 0 else None
+            take_new = self._randint(m, k_new, x.device)
+        self.sample = self._merge(self.sample, flat, keep_old, take_new)
+        if channels:
+            chan = torch.arange(m, device=x.device) % channels
+            self.sample_channel = self._merge(self.sample_channel, chan, keep_old, take_new)
         self.n_seen = seen + m
+
+    @staticmethod
+    def _merge(old: torch.Tensor, new: torch.Tensor, keep_old: torch.Tensor | None,
+               take_new: torch.Tensor | None) -> torch.Tensor:
+        """``old`` + ``new`` when everything fits, else the chosen entries of each."""
+        if take_new is None:
+            return torch.cat([old, new])
+        return torch.cat([old[keep_old] if keep_old is not None else old[:0], new[take_new]])
+
+    @torch.no_grad()
+    def fold(self, mid: torch.Tensor, r: torch.Tensor) -> None:
+        """Re-express the statistics in the coordinates ``(x - mid) / r`` of a LayerNorm fold
+        (per channel), so the folded per-tensor quantizer calibrates from them like any other."""
+        if not self.channel_stats or self.ch_min.numel() != mid.numel():
+            raise ValueError("ActObserver.fold needs per-channel statistics of as many channels as the transform")
+        mid, r = mid.to(self.ch_min), r.to(self.ch_min)
+        self.ch_min, self.ch_max = (self.ch_min - mid) / r, (self.ch_max - mid) / r
+        self.min_val, self.max_val = self.ch_min.min(), self.ch_max.max()
+        if self.sample.numel():
+            self.sample = (self.sample - mid[self.sample_channel]) / r[self.sample_channel]
 
     def finish(self) -> None:
         """Stop observing and drop the random generator (keeps the module deep-copyable)."""

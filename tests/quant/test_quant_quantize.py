@@ -131,7 +131,8 @@ def test_quantize_is_deterministic(calib_images, test_images):
 
 def test_bits_can_change_after_calibration_without_data(calib_images, test_images):
     model = build_tiny("vit")
-    qmodel = prepare(model)
+    config = QuantConfig(sequential=False)  # sequential calibration is for the bits it ran with
+    qmodel = prepare(model, config)
     sites = quant_sites(qmodel)
     with pytest.raises(NotCalibratedError, match="blocks.0.attn.proj"):
         sites["blocks.0.attn.proj"].set_bits(None, 4)
@@ -149,7 +150,7 @@ def test_bits_can_change_after_calibration_without_data(calib_images, test_image
             s.set_bits(4, 4)
         assert torch.equal(qmodel(test_images), out4)
         ref = quantize(model, SimpleNamespace(w_bits={n: 8 for n in sites}, a_bits={n: 8 for n in sites}),
-                       calib_images)(test_images)
+                       calib_images, config=config)(test_images)
     assert torch.equal(out8, ref), "set_bits after calibrate == quantize at those bits"
     sites["blocks.0.attn.matmul_qk"].set_bits(8, None)  # no weights: w_bits alone leaves it float
     assert sites["blocks.0.attn.matmul_qk"].a_bits is None

@@ -1,0 +1,127 @@
+"""GPTQ rounding: error-compensating weight quantization from the layer's input Hessian.
+
+Re-implemented from the description in Frantar et al., "GPTQ: Accurate Post-Training
+Quantization for Generative Pre-trained Transformers" (ICLR 2023). For a linear layer with
+weight ``W`` (out x in) and calibration inputs ``X`` (n x in), the output error of a quantized
+``Q`` is ``||(W - Q) X^T||^2 = tr((W-Q) H (W-Q)^T)`` with ``H = X^T X``. The input columns are
+rounded one at a time; the rounding error of column ``j``, divided by the ``j``-th diagonal of
+the (Cholesky-factored) inverse Hessian, is spread over the columns not yet rounded, which
+is the optimal compensation of the optimal-brain-surgeon step. Rows are independent, so every
+output channel is done at once, on the per-channel grid (scale, zero point) that the weight
+quantizer derives from the unmodified weight: the result lies on that grid, so exporting it
+as integer codes with the quantizer's scales is exact.
+
+Works at any bit-width per layer (mixed plans): the Hessian is bit-independent.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ranges import QParams
+
+__all__ = ["HessianAccumulator", "layer_input_rows", "gptq_quantize"]
+
+#: Columns rounded per block before the lazy update of the remaining columns.
+BLOCK = 128
+
+
+def layer_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The rows ``X`` (n x in_features) that multiply the layer's flattened weight.
+
+    Linear: every token. Conv: every receptive field (``F.unfold``), channel-major as the
+    weight's ``(out, C*kh*kw)`` view. Grouped convolutions are not supported.
+    """
+    if isinstance(getattr(layer, "in_features", None), int):
+        return x.reshape(-1, x.shape[-1])
+    groups = getattr(layer, "groups", 1)
+    if groups != 1:
+        raise ValueError(f"GPTQ supports ungrouped convolutions only; this one has groups={groups}")
+    cols = F.unfold(x, layer.weight.shape[-2:], dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+class HessianAccumulator:
+    """Running ``X^T X / n`` (accumulated in float64) and mean of a layer's input rows."""
+
+    def __init__(self) -> None:
+        self.sum: torch.Tensor | None = None
+        self.row_sum: torch.Tensor | None = None
+        self.n = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().float()
+        xtx, total = (rows.T @ rows).double(), rows.sum(dim=0).double()
+        if self.sum is None:
+            self.sum, self.row_sum = xtx, total
+        else:
+            self.sum, self.row_sum = self.sum + xtx, self.row_sum + total
+        self.n += rows.shape[0]
+
+    def fold(self, mid: torch.Tensor, r: torch.Tensor) -> None:
+        """Re-express the statistics for inputs ``(x - mid) / r`` (a LayerNorm fold, per channel):
+        ``E[x'x'^T] = (E[xx^T] - mid E[x]^T - E[x] mid^T + mid mid^T) / (r r^T)``."""
+        if self.sum is None:
+            return
+        mid, r = mid.double().to(self.sum.device), r.double().to(self.sum.device)
+        mean = self.row_sum / self.n
+        second = self.sum / self.n - mid[:, None] * mean[None, :] - mean[:, None] * mid[None, :] + mid[:, None] * mid[None, :]
+        self.sum = second / (r[:, None] * r[None, :]) * self.n
+        self.row_sum = (mean - mid) / r * self.n
+
+    def hessian(self) -> torch.Tensor:
+        if self.sum is None or self.n == 0:
+            raise ValueError("no layer inputs were recorded; the layer was never reached by the calibration data")
+        return self.sum / self.n
+
+
+def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    return (torch.clamp(torch.round(w / scale + zp), qmin, qmax) - zp) * scale
+
+
+@torch.no_grad()
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float = 0.01,
+                  with_latent: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` (out x ...) fake-quantized on the per-channel grid ``qp`` by GPTQ.
+
+    With ``with_latent`` also returns the error-compensated weights just before each column was
+    rounded: rounding them to nearest on the same grid gives the result, so QAT can start
+    from them and reproduce the GPTQ model exactly.
+
+    ``hessian`` is ``X^T X / n`` of the inputs (in x in, ``in`` = the flattened weight's
+    columns). ``qp``'s scale/zero point are per output channel ``(out,)`` or scalars.
+    Columns whose input is always zero are rounded to nearest (they never affect the output).
+    ``damp`` adds ``damp * mean(diag H)`` to the diagonal for a well-conditioned inverse.
+    Returns a tensor of ``weight``'s shape and dtype on the grid.
+    """
+    shape, dtype = weight.shape, weight.dtype
+    W = weight.detach().reshape(shape[0], -1).double().clone()
+    cols = W.shape[1]
+    H = hessian.detach().double().to(W.device).clone()
+    if H.shape != (cols, cols):
+        raise ValueError(f"gptq_quantize: Hessian of shape {tuple(H.shape)} for a weight with {cols} input columns")
+    scale = qp.scale.double().to(W.device).reshape(-1).expand(W.shape[0])
+    zp = qp.zero_point.double().to(W.device).reshape(-1).expand(W.shape[0])
+    dead = torch.diagonal(H) <= 0
+    H[dead, dead] = 1.0
+    H += torch.eye(cols, dtype=H.dtype, device=H.device) * (damp * float(torch.diagonal(H).mean()) + 1e-12)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    latent = torch.zeros_like(W)
+    for i1 in range(0, cols, BLOCK):
+        i2 = min(i1 + BLOCK, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = _quantize_column(w, scale, zp, qp.qmin, qp.qmax)
+            Q[:, i1 + i] = q
+            latent[:, i1 + i] = w
+            err = (w - q) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if with_latent:
+        return Q.reshape(shape).to(dtype), latent.reshape(shape).to(dtype)
+    return Q.reshape(shape).to(dtype)
