@@ -5,7 +5,10 @@ KL (`profiling.joint_damage` on the 256 calibration images against the float log
 per-image correctness on all 10,000 test images (kept, for exact McNemar tests between plans).
 Results are cached by the plan's bits, so a plan reached by two routes is evaluated once.
 Calibration images and profile follow the demo: 256 class-balanced training images, seed 0,
-bits 2,3,4,6,8; profiles are cached in ``benchmarks/results/profiles/`` (small JSON).
+bits 2,3,4,6,8; profiles are cached in ``benchmarks/results/profiles/`` (small JSON). Profiles
+and plans are quantized with ``QuantConfig.preset(QUANT_PRESET)``: "v1", the library default
+when the results in ``benchmarks/results/{ranking,importance}_*.json`` were measured (the
+profiles record it), so a rerun reproduces them whatever the current default is.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ PROFILE_DIR = RESULTS_DIR / "profiles"
 MODELS = ("fmnist_vit", "fmnist_swin", "fmnist_deit")
 BITS = (2, 3, 4, 6, 8)
 CALIB, SEED = 256, 0
+QUANT_PRESET = "v1"
 
 
 def plan_key(plan: Plan) -> tuple:
@@ -45,7 +49,7 @@ class ModelBench:
     def __init__(self, name: str, threads: int = 1, verbose: bool = True):
         from mixqvit.data import calibration_indices, load_fashion_mnist
         from mixqvit.models import load_shipped
-        from quant import PlanSwitcher
+        from quant import PlanSwitcher, QuantConfig
 
         torch.set_num_threads(threads)
         self.name = name
@@ -56,8 +60,9 @@ class ModelBench:
         self.calib_labels = train_y[idx].clone()
         del train_x, train_y
         self.test_x, self.test_y = load_fashion_mnist("test")
+        self.config = QuantConfig.preset(QUANT_PRESET)
         self.profile = self._profile(verbose)
-        self.switcher = PlanSwitcher(self.model, self.calib)
+        self.switcher = PlanSwitcher(self.model, self.calib, config=self.config)
         with torch.no_grad():
             self.calib_logits = self.model(self.calib)
         self._kl: dict[tuple, float] = {}
@@ -71,7 +76,7 @@ class ModelBench:
         from profiling import profile_model
 
         loader = make_loader(self.calib, self.calib_labels, batch_size=64)
-        profile = profile_model(self.model, loader, bits=BITS, verbose=verbose, seed=SEED)
+        profile = profile_model(self.model, loader, bits=BITS, verbose=verbose, seed=SEED, config=self.config)
         profile.metadata.setdefault("model", self.name)
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
         profile.save(path)
