@@ -119,15 +119,20 @@ def _image_folder(root: Path, loaded: LoadedModel):
 
 
 def _stack(dataset, indices: Sequence[int], what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
-    for i in indices:
+    """The images at `indices` in one tensor, filled in place (no list of copies to stack: the
+    peak memory is the images once)."""
+    images: torch.Tensor | None = None
+    labels = []
+    for j, i in enumerate(indices):
         try:
             x, y = dataset[int(i)]
         except Exception as exc:  # PIL / IO errors name the file
             raise DataLoadError(f"cannot read {what} image {dataset.samples[int(i)][0]}: {exc}") from None
-        images.append(x)
+        if images is None:
+            images = torch.empty((len(indices), *x.shape), dtype=x.dtype)
+        images[j] = x
         labels.append(int(y))
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+    return images, torch.tensor(labels, dtype=torch.long)
 
 
 def _fmnist_split(loaded: LoadedModel, root: Path | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:
