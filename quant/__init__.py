@@ -22,9 +22,10 @@ from .engine import calibrate, is_prepared, prepare, quant_sites
 from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
 from .export import ExportError, PackedFormatError, export, load_packed
 from .lsq import LearnedQuantizers, make_quantizers_learnable
+from .outliers import plant_outliers
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention
 from .device import check_device, model_device
-from .qat import qat
+from .qat_train import qat
 from .qat_config import QATConfig
 from .switch import PlanSwitcher
 from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
@@ -40,6 +41,7 @@ __all__ = [
     "quant_sites",
     "is_prepared",
     "quantize",
+    "plant_outliers",
     "PlanSwitcher",
     "resolve_plan",
     "iter_images",

@@ -21,7 +21,7 @@ EXACT = [s for s in available_solvers() if is_exact(s)]
 
 def check_plan_structure(profile: Profile, plan: Plan, tie_wa: bool = False) -> None:
     """Pins, matmul w == a, ties and option kinds hold in the plan."""
-    assert plan.layers == profile.names
+    assert plan.names == profile.names
     for layer in profile.layers:
         w, a = plan.w_bits[layer.name], plan.a_bits[layer.name]
         if layer.fixed_bits is not None:

@@ -24,7 +24,7 @@ from quant import (
 from quant.lsq import LOG_FROZEN_REASON, param_groups
 from quant_helpers import build_tiny, make_images
 
-qat_module = importlib.import_module("quant.qat")  # the package re-exports the function under the same name
+qat_module = importlib.import_module("quant.qat_train")
 
 
 def prototype_task(n: int = 32, seed: int = 0, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
