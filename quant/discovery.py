@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import UnsupportedModelError
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantWindowAttention
+from .quantizers import UniformQuantizer
 
 __all__ = ["LayerSite", "PostLNGroup", "find_quantizable_layers", "find_post_ln_groups", "model_family"]
 
@@ -118,7 +119,7 @@ def _validate(model: nn.Module) -> str:
         if type(block.mlp) is not t["Mlp"]:
             raise _unsupported(f"{name}.mlp", block.mlp, "expected timm Mlp")
     allowed = (nn.Linear, nn.Conv2d, nn.LayerNorm, QuantLinear, QuantConv2d, t["WindowAttention"],
-               QuantWindowAttention, t["LayerScale"])
+               QuantWindowAttention, t["LayerScale"], UniformQuantizer)  # QAT: learned step sizes/offsets
     for name, module in model.named_modules():
         if module is model or not any(p is not None for p in module._parameters.values()):
             continue

@@ -6,7 +6,8 @@ Tensors (names are the model's qualified names):
   the site's bit-width (:mod:`quant.export.packing`: little-endian bit stream, no padding but the
   last byte), so they take ``ceil(numel * bits / 8)`` bytes;
 * ``<layer>.weight.scale`` (float32, one per output channel) and ``<layer>.weight.zero_point``
-  (float32, written only when some channel's zero point is not 0);
+  (written only when some channel's zero point is not 0: bit-packed like the codes when they are
+  integers on the grid, as asymmetric grids have, else float32);
 * every other parameter and persistent buffer, in its own dtype: the folded LayerNorms, biases,
   position embeddings and tokens, float layers.
 
@@ -36,7 +37,7 @@ from ._atomic import write_bytes_atomic
 from .errors import PackedFormatError
 from .packing import pack_codes, unpack_codes
 from .rebuild import assign_tensor, check_layout, install_act, install_weight, skeleton
-from .state import ActState, ExportState, UniformGrid
+from .state import ActState, ExportState, UniformGrid, WeightState
 
 __all__ = ["PACKED_FORMAT", "PACKED_VERSION", "PackedLayout", "packed_payload", "save_packed", "load_packed"]
 
@@ -75,6 +76,18 @@ def _act_meta(a: ActState) -> dict[str, Any]:
     return {"kind": a.kind, "bits": a.bits, "scale": _number(a.log_scale)}
 
 
+def _zero_point_tensor(w: WeightState) -> tuple[str | None, torch.Tensor | None]:
+    """How a weight's zero points are stored: not at all when all are 0 (symmetric grids),
+    bit-packed like the codes when they are integers in ``qmin..qmax`` (asymmetric grids),
+    else float32."""
+    zp, grid = w.grid.zero_point, w.grid
+    if not bool(zp.abs().max() > 0):
+        return None, None
+    if grid.integer_zero_point() and grid.qmin <= zp.min() and zp.max() <= grid.qmax:
+        return "packed", torch.from_numpy(pack_codes((zp - grid.qmin).to(torch.int64).numpy(), w.bits))
+    return "float", zp.contiguous()
+
+
 def packed_payload(state: ExportState, spec: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, int]]:
     """The tensors and metadata of the packed file, and the byte count of each tensor class."""
     tensors: dict[str, torch.Tensor] = {}
@@ -84,13 +97,13 @@ def packed_payload(state: ExportState, spec: dict[str, Any]) -> tuple[dict[str, 
         codes = pack_codes((w.codes - w.grid.qmin).numpy(), w.bits)
         tensors[f"{param}.codes"] = torch.from_numpy(codes)
         tensors[f"{param}.scale"] = w.grid.scale.contiguous()
-        nonzero_zp = bool(w.grid.zero_point.abs().max() > 0)
-        if nonzero_zp:
-            tensors[f"{param}.zero_point"] = w.grid.zero_point.contiguous()
+        zp_mode, zp = _zero_point_tensor(w)
+        if zp is not None:
+            tensors[f"{param}.zero_point"] = zp
         counts["code_bytes"] += codes.size
-        counts["qparam_bytes"] += w.grid.scale.numel() * 4 * (2 if nonzero_zp else 1)
+        counts["qparam_bytes"] += w.grid.scale.numel() * 4 + (0 if zp is None else zp.numel() * zp.element_size())
         weights_meta[param] = {"site": w.site, "bits": w.bits, "shape": list(w.codes.shape),
-                               "zero_point": nonzero_zp, **_grid_meta(w.grid)}
+                               "zero_point": zp_mode, **_grid_meta(w.grid)}
     for name, t in state.floats.items():
         tensors[name] = t.contiguous()
         counts["float_bytes"] += t.numel() * t.element_size()
@@ -151,6 +164,19 @@ def _grid(meta: dict[str, Any], scale: Any, zero_point: Any) -> UniformGrid:
     return UniformGrid(t(scale), t(zero_point), int(meta["qmin"]), int(meta["qmax"]), meta["channel_axis"])
 
 
+def _read_zero_point(tensors: dict[str, torch.Tensor], param: str, w: dict[str, Any], scale: torch.Tensor) -> torch.Tensor:
+    mode = w["zero_point"]
+    if mode is None:
+        return torch.zeros_like(scale)
+    stored = tensors.get(f"{param}.zero_point")
+    if mode not in ("packed", "float") or stored is None:
+        raise PackedFormatError(f"the zero points of '{param}' are missing or of unknown kind {mode!r}; the file is corrupt")
+    if mode == "float":
+        return stored.float()
+    codes = unpack_codes(stored.numpy(), int(w["bits"]), scale.numel()) + int(w["qmin"])
+    return torch.from_numpy(codes).float().reshape(scale.shape)
+
+
 def load_packed(path: str | os.PathLike) -> nn.Module:
     """Rebuild the fake-quantized model stored by ``quant.export(..., format="packed")``.
 
@@ -179,7 +205,7 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
             packed, scale = tensors[f"{param}.codes"], tensors[f"{param}.scale"]
         except KeyError as exc:
             raise PackedFormatError(f"{path}: tensor {exc} is missing") from None
-        zero_point = tensors[f"{param}.zero_point"] if w["zero_point"] else torch.zeros_like(scale)
+        zero_point = _read_zero_point(tensors, param, w, scale)
         count = int(np.prod(w["shape"]))
         codes = torch.from_numpy(unpack_codes(packed.numpy(), int(w["bits"]), count) + int(w["qmin"]))
         install_weight(model, w["site"], int(w["bits"]), codes.reshape(w["shape"]), _grid(w, scale, zero_point))

@@ -51,9 +51,12 @@ def test_reload_gives_the_same_logits_and_size(kind, plan, calib, images, tmp_pa
     # every byte of the file is accounted for
     assert result.file_bytes == result.path.stat().st_size
     assert layout.file_bytes == layout.code_bytes + layout.qparam_bytes + layout.float_bytes + layout.header_bytes
-    # a float32 scale per output channel, and a zero point per channel where a layer has non-zero ones
-    stored = [2 if bool(s.weight_quant.quantizer.zero_point.abs().max() > 0) else 1 for s in sites.values()]
-    assert layout.qparam_bytes == sum(4 * s.weight.shape[0] * k for s, k in zip(sites.values(), stored))
+    # a float32 scale per output channel, and zero points packed at the layer's width where it has non-zero ones
+    def qparam_bytes(site) -> int:
+        has_zp = bool(site.weight_quant.quantizer.zero_point.abs().max() > 0)
+        return 4 * site.weight.shape[0] + (packed_nbytes(site.weight.shape[0], site.w_bits) if has_zp else 0)
+
+    assert layout.qparam_bytes == sum(qparam_bytes(s) for s in sites.values())
     floats = {k: v for k, v in qmodel.state_dict().items()
               if "_quant." not in k and not (k.endswith(".weight") and k[:-7] in sites)}
     assert layout.float_bytes == sum(v.numel() * v.element_size() for v in floats.values())
@@ -139,3 +142,18 @@ def test_bad_files_are_refused(calib, tmp_path):
         save_file({"a": torch.zeros(2)}, str(plain), metadata={"mixqvit": bad})
         with pytest.raises(PackedFormatError, match=message):
             load_packed(plain)
+
+
+def test_learned_quantizer_parameters_are_exported_as_they_are(calib, images, tmp_path):
+    """QAT state (LSQ step sizes, a real-valued offset) is read from the quantizers, not re-derived."""
+    qmodel = quant.quantize(tiny("deit"), "W4A4", calib)
+    site = quant.quant_sites(qmodel)["blocks.1.mlp.fc1"]
+    site.weight_quant.make_learnable(site.weight)
+    grid = site.weight_quant.quantizer
+    offset = grid.make_offset_learnable()
+    with torch.no_grad():
+        grid.scale.mul_(1.1)
+        offset.add_(0.25)  # zero points off the integers: stored as float32
+    result = _export(qmodel, "deit", tmp_path / "q.safetensors")
+    with torch.no_grad():
+        assert rel_l2(qmodel(images), load_packed(result.path)(images)) <= 1e-6
