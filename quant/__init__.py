@@ -20,7 +20,7 @@ from .distill import qat_loss, teacher_logits
 from .discovery import LayerSite, PostLNGroup, find_post_ln_groups, find_quantizable_layers
 from .engine import calibrate, is_prepared, prepare, quant_sites
 from .errors import CheckpointMismatchError, NotCalibratedError, PlanMismatchError, QuantError, UnsupportedModelError
-from .export import ExportError, PackedFormatError, export, load_packed
+from .deploy import ExportError, PackedFormatError, export, load_packed
 from .lsq import LearnedQuantizers, make_quantizers_learnable
 from .outliers import plant_outliers
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantMatMul, QuantSite, QuantWindowAttention

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from quant.export.arch import build_model
+from quant.deploy.arch import build_model
 
 #: (timm class, kwargs) of one tiny model per supported family (sizes as in quant_helpers).
 TINY_SPECS = {

@@ -16,7 +16,7 @@ from export_helpers import TINY_SPECS, MixedPlan, tiny
 from quant_helpers import make_images
 
 import quant
-from quant.export import ExportError, export, load_packed
+from quant.deploy import ExportError, export, load_packed
 
 onnx = pytest.importorskip("onnx")  # the [export] extra; part of [dev], so CI runs these
 ort = pytest.importorskip("onnxruntime")

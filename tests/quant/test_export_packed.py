@@ -9,8 +9,8 @@ from quant_helpers import make_images
 
 import quant
 from quant import PlanMismatchError, QuantConfig
-from quant.export import ExportError, PackedFormatError, export, load_packed
-from quant.export.packing import packed_nbytes
+from quant.deploy import ExportError, PackedFormatError, export, load_packed
+from quant.deploy.packing import packed_nbytes
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant.export import pack_codes, packed_nbytes, unpack_codes
+from quant.deploy import pack_codes, packed_nbytes, unpack_codes
 
 
 @settings(max_examples=60, deadline=None)
@@ -26,7 +26,7 @@ def test_layout_is_a_little_endian_bit_stream():
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
 def test_round_trip_across_chunks(bits, monkeypatch):
-    from quant.export import packing  # (``import quant.export.packing`` would meet the function quant.export)
+    import quant.deploy.packing as packing
 
     monkeypatch.setattr(packing, "_CHUNK", 16)  # many chunks; boundaries must stay on whole bytes
     codes = np.random.default_rng(bits).integers(0, 1 << bits, size=1003)

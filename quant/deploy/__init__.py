@@ -5,11 +5,10 @@
 * :func:`pack_codes` / :func:`unpack_codes`: the bit-packing of integer codes.
 
 Every format reads the calibrated quantizer state from the model's quantizer modules
-(:mod:`quant.export.state`); nothing is re-derived. ONNX needs the ``[export]`` extra
+(:mod:`quant.deploy.state`); nothing is re-derived. ONNX needs the ``[export]`` extra
 (``onnx``, ``onnxruntime``, ``onnxscript``), imported only when that format is asked for.
 
-``quant.export`` is the function (``quant/__init__`` re-exports it over this package's name), so
-reach the modules with ``from quant.export import packing``, not ``import quant.export.packing``.
+The package is ``quant.deploy`` so that ``quant.export``, the function, shadows no module.
 """
 from .api import EXPORT_FORMATS, ExportResult, export
 from .errors import ExportError, PackedFormatError

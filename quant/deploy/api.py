@@ -63,10 +63,10 @@ def export(qmodel: nn.Module, path: str | os.PathLike, *, format: str = "packed"
     """Write the fake-quantized ``qmodel`` to ``path`` (atomically) as a deployable file.
 
     ``format="packed"``: a safetensors file with bit-packed integer weights and the calibrated
-    quantizer parameters (:mod:`quant.export.packed`), reloaded by :func:`load_packed` to the same
+    quantizer parameters (:mod:`quant.deploy.packed`), reloaded by :func:`load_packed` to the same
     logits; needs ``arch``/``model_kwargs`` to rebuild the architecture (unless ``qmodel`` was
     itself loaded from a packed file). ``format="onnx"``: an ONNX model with
-    QuantizeLinear/DequantizeLinear pairs that runs in onnxruntime (:mod:`quant.export.onnx_export`;
+    QuantizeLinear/DequantizeLinear pairs that runs in onnxruntime (:mod:`quant.deploy.onnx_export`;
     ``input_shape`` ``(C, H, W)`` defaults to the patch embedding's, the batch is dynamic).
 
     ``plan`` (an ``allocator.Plan`` or ``"W4A4"``), when given, must be the bits the model was

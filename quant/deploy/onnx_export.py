@@ -16,11 +16,12 @@ into standard ONNX through ``custom_translation_table``:
 * the log2/log-sqrt2 softmax quantizer is written out in standard ops by tracing
   :func:`quant.ranges.log_quantize` itself (Div, Log, Round, Max, Pow, Where ...).
 
-Values come from :mod:`quant.export.state` (the calibrated quantizers), never re-derived.
+Values come from :mod:`quant.deploy.state` (the calibrated quantizers), never re-derived.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import warnings
@@ -29,8 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from allocator.atomic import write_bytes
+
 from ..ranges import fake_quantize, log_quantize
-from ._atomic import write_bytes_atomic
 from .errors import ExportError
 from .state import ActState, ExportState, UniformGrid, WeightState
 
@@ -242,6 +244,9 @@ def save_onnx(qmodel: nn.Module, state: ExportState, path: str | os.PathLike, *,
         import onnxscript  # noqa: F401  (the exporter's translation library)
     except ImportError as exc:
         raise ExportError(f"format='onnx' needs onnx and onnxscript ({exc}); pip install 'mixqvit[export]'") from None
+    if "custom_translation_table" not in inspect.signature(torch.onnx.export).parameters:
+        raise ExportError(f"format='onnx' needs torch >= 2.6 (the dynamo exporter's custom_translation_table); "
+                          f"this is torch {torch.__version__}: upgrade torch or use format='packed'")
     module = export_module(qmodel, state)
     shape = tuple(input_shape) if input_shape is not None else _input_shape(module)
     example = torch.zeros(2, *shape)
@@ -258,5 +263,5 @@ def save_onnx(qmodel: nn.Module, state: ExportState, path: str | os.PathLike, *,
     onnx.helper.set_model_props(proto, {"mixqvit.sites": json.dumps(sites), "mixqvit.quant_config": json.dumps(state.config)})
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    write_bytes_atomic(path, data)
+    write_bytes(path, data)
     return len(data)

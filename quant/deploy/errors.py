@@ -1,4 +1,4 @@
-"""Exceptions of :mod:`quant.export`."""
+"""Exceptions of :mod:`quant.deploy`."""
 from __future__ import annotations
 
 from ..errors import QuantError

@@ -3,7 +3,7 @@
 Tensors (names are the model's qualified names):
 
 * ``<layer>.weight.codes`` (uint8): each quantized weight's integer codes minus ``qmin``, packed at
-  the site's bit-width (:mod:`quant.export.packing`: little-endian bit stream, no padding but the
+  the site's bit-width (:mod:`quant.deploy.packing`: little-endian bit stream, no padding but the
   last byte), so they take ``ceil(numel * bits / 8)`` bytes;
 * ``<layer>.weight.scale`` (float32, one per output channel) and ``<layer>.weight.zero_point``
   (written only when some channel's zero point is not 0: bit-packed like the codes when they are
@@ -12,7 +12,7 @@ Tensors (names are the model's qualified names):
   position embeddings and tokens, float layers.
 
 The safetensors metadata key ``"mixqvit"`` holds JSON: format and version, the architecture
-(:mod:`quant.export.arch`), the ``QuantConfig``, every site's kind and bits, each quantized
+(:mod:`quant.deploy.arch`), the ``QuantConfig``, every site's kind and bits, each quantized
 weight's shape and grid (bits, qmin, qmax, channel axis) and each activation quantizer's kind,
 bits and parameters (scalars, exact: a float32 printed as its float64 value reads back
 bit-identical).
@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from allocator.atomic import write_bytes
+
 from ..config import QuantConfig
-from ._atomic import write_bytes_atomic
 from .errors import PackedFormatError
 from .packing import pack_codes, unpack_codes
 from .rebuild import assign_tensor, check_layout, install_act, install_weight, skeleton
@@ -122,7 +123,7 @@ def save_packed(state: ExportState, path: str | os.PathLike, spec: dict[str, Any
 
     tensors, meta, counts = packed_payload(state, spec)
     data = safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(meta, separators=(",", ":"))})
-    write_bytes_atomic(path, data)
+    write_bytes(path, data)
     header = len(data) - sum(counts.values())
     return PackedLayout(header_bytes=header, file_bytes=len(data), **counts)
 
@@ -181,7 +182,7 @@ def load_packed(path: str | os.PathLike) -> nn.Module:
     """Rebuild the fake-quantized model stored by ``quant.export(..., format="packed")``.
 
     Its logits equal those of the model that was exported (same float32 arithmetic). The
-    quantizers are frozen (:mod:`quant.export.frozen`): bits cannot be changed. The model keeps
+    quantizers are frozen (:mod:`quant.deploy.frozen`): bits cannot be changed. The model keeps
     ``quant_config`` and ``model_spec`` (so it can be exported again, e.g. to ONNX). Raises
     :class:`PackedFormatError` for a file that is not a packed model or does not match the
     architecture it names.

@@ -15,7 +15,7 @@ roundings are computed flows into the exported files untouched. Concretely:
 * everything else in the ``state_dict`` (folded LayerNorms, biases, embeddings, float layers)
   is plain float data.
 
-Models loaded from a packed file (:mod:`quant.export.frozen`) hold the same inner quantizers,
+Models loaded from a packed file (:mod:`quant.deploy.frozen`) hold the same inner quantizers,
 so they can be exported again (e.g. packed -> ONNX).
 """
 from __future__ import annotations
