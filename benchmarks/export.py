@@ -190,16 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     print(_size_table(sizes))
     import onnxruntime
 
+    from allocator.atomic import write_json
     from quant import QuantConfig
 
     result = {"rows": rows, "demo_plan_sizes": sizes, "quant_config": QuantConfig().to_dict(),
               "n_test": args.n_test, "calib": args.calib,
               "threads": args.threads, "profile_bits": list(BITS), "total_s": time.perf_counter() - t0,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 
