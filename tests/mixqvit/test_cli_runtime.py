@@ -80,12 +80,14 @@ def _sharded_top1(folder: str) -> tuple:
     from mixqvit.datasets import load_test
     from mixqvit.evaluation import evaluate_top1
     from mixqvit.loading import load_model
-    from quant import dist, quantize
+    from quant import QuantConfig, dist, quantize
 
     loaded = load_model("vit_tiny_patch16_224", model_kwargs={"img_size": 32, "patch_size": 8, "depth": 2,
                                                               "num_classes": 3})
     test = load_test(loaded, folder)
-    qmodel = quantize(loaded.model, "W4A4", test.dataset[0][0][None])
+    calib = torch.stack([test.dataset[i][0] for i in range(4)])
+    qmodel = quantize(loaded.model, "W4A4", calib, config=QuantConfig(weight_rounding="nearest"))  # what is
+    # tested is the sharding of evaluation, so the quantizer settings are pinned
     return dist.world(), evaluate_top1(qmodel, test, batch_size=4, verbose=False), len(test)
 
 
