@@ -15,7 +15,7 @@ from typing import Any
 from . import argtypes
 from .errors import DataLoadError, InputFileError, OptionError
 
-__all__ = ["add_model_args", "add_data_args", "add_plan_arg", "add_solver_args", "add_quiet_arg", "solver_options",
+__all__ = ["add_model_args", "add_data_args", "add_plan_arg", "add_quantize_inputs", "add_solver_args", "add_quiet_arg", "solver_options",
            "existing_file", "check_data_path", "out_path", "out_directory", "load_profile", "read_plan"]
 
 
@@ -43,6 +43,13 @@ def add_data_args(p: argparse.ArgumentParser, calib_default: int) -> None:
 def add_plan_arg(p: argparse.ArgumentParser, example: str) -> None:
     """``--plan``: a plan JSON from ``mixqvit solve`` or a uniform shorthand (read by :func:`read_plan`)."""
     p.add_argument("--plan", required=True, help=f"plan JSON from `mixqvit solve`, or a uniform setting such as {example}")
+
+
+def add_quantize_inputs(p: argparse.ArgumentParser, plan_example: str) -> None:
+    """What ``quantize`` and ``qat`` both start from: a model, a plan and calibration data."""
+    add_model_args(p)
+    add_plan_arg(p, plan_example)
+    add_data_args(p, calib_default=256)
 
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:

@@ -76,6 +76,31 @@ class HessianAccumulator:
         return self.sum / self.n
 
 
+def _damped_inverse_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + d I)^-1`` with ``d = damp * mean(diag H)``.
+
+    From a handful of calibration images ``H`` is singular, and in floating point the damped
+    matrix or its inverse can fail to factor: the damping then grows tenfold (up to 1000x),
+    which moves GPTQ towards round-to-nearest rather than failing. A statistic that came out
+    indefinite (measured: one calibration image through a folded LayerNorm) is replaced by its
+    nearest positive semi-definite matrix (negative eigenvalues set to 0) before that.
+    """
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for candidate in (H, None):
+        if candidate is None:  # the nearest PSD matrix of the symmetrised statistic
+            values, vectors = torch.linalg.eigh((H + H.T) / 2)
+            candidate = (vectors * values.clamp(min=0)) @ vectors.T
+        base = max(float(torch.diagonal(candidate).mean()), 1e-12)
+        for factor in (1.0, 10.0, 100.0, 1000.0):
+            lower, info = torch.linalg.cholesky_ex(candidate + eye * (damp * factor * base + 1e-12))
+            if int(info) == 0:
+                upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+                if int(info) == 0:
+                    return upper
+    raise ValueError("gptq_quantize: the layer's input Hessian cannot be factored even with 1000x damping; "
+                     "use QuantConfig(weight_rounding='nearest') for this model")
+
+
 def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     return (torch.clamp(torch.round(w / scale + zp), qmin, qmax) - zp) * scale
 
@@ -105,8 +130,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp
     zp = qp.zero_point.double().to(W.device).reshape(-1).expand(W.shape[0])
     dead = torch.diagonal(H) <= 0
     H[dead, dead] = 1.0
-    H += torch.eye(cols, dtype=H.dtype, device=H.device) * (damp * float(torch.diagonal(H).mean()) + 1e-12)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv = _damped_inverse_factor(H, damp)
     Q = torch.zeros_like(W)
     latent = torch.zeros_like(W)
     for i1 in range(0, cols, BLOCK):

@@ -13,6 +13,12 @@ from collections.abc import Mapping
 __all__ = ["InfeasibleError", "SolverError", "GreedyFailedError", "SolverTimeoutError", "NonBindingLimitWarning"]
 
 
+def _limits(pairs: Mapping[str, tuple[float, float]], relation: str) -> str:
+    """``"size: limit 3 < smallest achievable 4; bops: ..."`` (``relation`` joins limit and minimum)."""
+    sep = "" if relation.startswith(",") else " "
+    return "; ".join(f"{name}: limit {_fmt(limit)}{sep}{relation} {_fmt(minimum)}" for name, (limit, minimum) in pairs.items())
+
+
 def _fmt(value: float) -> str:
     return f"{value:.10g}"
 
@@ -36,31 +42,18 @@ class InfeasibleError(ValueError):
     @classmethod
     def below_minimum(cls, violations: Mapping[str, tuple[float, float]]) -> "InfeasibleError":
         """Build the error for limits that lie below the smallest total any plan can reach."""
-        parts = [
-            f"{name}: limit {_fmt(limit)} < smallest achievable {_fmt(minimum)}"
-            for name, (limit, minimum) in violations.items()
-        ]
-        message = (
-            "infeasible limits: " + "; ".join(parts)
-            + ". Every plan uses at least the smallest achievable total of each resource "
-            "(each layer at its cheapest allowed option); raise these limits to at least those values."
-        )
-        return cls(message, violations, jointly=False)
+        listed = _limits(violations, "< smallest achievable")
+        return cls(f"infeasible limits: {listed}. Every plan uses at least the smallest achievable total of each "
+                   "resource (each layer at its cheapest allowed option); raise these limits to at least those "
+                   "values.", violations, jointly=False)
 
     @classmethod
     def not_together(cls, alone_minima: Mapping[str, tuple[float, float]]) -> "InfeasibleError":
         """Build the error for limits that are each reachable alone but not all at once."""
-        parts = [
-            f"{name}: limit {_fmt(limit)}, smallest achievable alone {_fmt(minimum)}"
-            for name, (limit, minimum) in alone_minima.items()
-        ]
-        message = (
-            "infeasible limits: every limit is reachable alone but not all together ("
-            + "; ".join(parts)
-            + "). The options that are cheap in one resource are expensive in another; "
-            "relax at least one of these limits."
-        )
-        return cls(message, alone_minima, jointly=True)
+        listed = _limits(alone_minima, ", smallest achievable alone")
+        return cls(f"infeasible limits: every limit is reachable alone but not all together ({listed}). The "
+                   "options that are cheap in one resource are expensive in another; relax at least one of "
+                   "these limits.", alone_minima, jointly=True)
 
 
 class SolverError(RuntimeError):

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import positive_float, positive_int, unit_interval
-from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_path,
-                       read_plan)
+from ..options import add_quantize_inputs, add_quiet_arg, check_data_path, out_path, read_plan
 from ..runtime import add_runtime_args, setup
 
 HELP = "quantization-aware training of a plan (or W2A2) from its PTQ model"
@@ -28,9 +27,7 @@ DESCRIPTION = ("Quantize with a plan (PTQ), then train weights and quantizer ste
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``qat`` options (model and data options as in ``mixqvit quantize``)."""
-    add_model_args(parser)
-    add_plan_arg(parser, "W2A2")
-    add_data_args(parser, calib_default=256)
+    add_quantize_inputs(parser, "W2A2")
     parser.add_argument("--train", type=positive_int, default=10000, metavar="N",
                         help="training images, class-balanced and seeded, held in memory (default 10000; "
                         "60000 is all of Fashion-MNIST)")

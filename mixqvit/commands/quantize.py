@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import argtypes
-from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_path,
-                       read_plan)
+from ..options import add_quantize_inputs, add_quiet_arg, check_data_path, out_path, read_plan
 from ..runtime import add_runtime_args, setup
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
@@ -14,9 +13,7 @@ DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_args(p)
-    add_plan_arg(p, "W4A4")
-    add_data_args(p, calib_default=256)
+    add_quantize_inputs(p, "W4A4")
     p.add_argument("--eval", action="store_true", help="evaluate top-1 on the test data")
     p.add_argument("--float", action="store_true", help="with --eval, also evaluate the float model")
     p.add_argument("--test-limit", type=argtypes.positive_int, default=None, metavar="N",

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mckp_bruteforce import brute_force
 from mckp_strategies import problems
+from solver_cases import vit_like_problem
 from solvers import InfeasibleError, NonBindingLimitWarning, Problem, SolverTimeoutError, solve_problem
 from solvers.exact import solve_arrays
 from solvers.exact import mckp
@@ -205,23 +206,8 @@ def test_feasible_neighbour_of_the_infeasible_case():
     assert solution.status == "optimal" and solution.objective == 4.0
 
 
-def hard_problem() -> Problem:
-    """A ViT-like (w, a) problem with three lumpy limits: the LP gap needs a real search."""
-    rng = np.random.default_rng(7)
-    bits = np.array([2, 3, 4, 5, 6, 8], dtype=float)
-    w, a = (b.ravel() for b in np.meshgrid(bits, bits, indexing="ij"))
-    n = 40
-    params = rng.choice([0.6e6, 1.8e6, 2.4e6], n)
-    macs = params * 197
-    loss = rng.lognormal(0, 1, (n, 1)) * 4.0 ** -w + rng.lognormal(0, 1, (n, 1)) * 4.0 ** -a
-    costs = {"size": params[:, None] * w, "bops": macs[:, None] * w * a,
-             "latency": macs[:, None] * (0.2 + np.maximum(w, a) / 8) * rng.uniform(0.9, 1.1, (n, 1))}
-    limits = {k: float(v.min(axis=1).sum() + 0.5 * (v.max(axis=1).sum() - v.min(axis=1).sum())) for k, v in costs.items()}
-    return Problem(loss=loss, costs=costs, limits=limits)
-
-
 def test_matches_highs_on_a_problem_that_needs_search():
-    problem = hard_problem()
+    problem = vit_like_problem()
     ours = solve_quietly(problem)
     highs = solve_problem(problem, solver="scipy")
     assert ours.status == "optimal"
@@ -230,7 +216,7 @@ def test_matches_highs_on_a_problem_that_needs_search():
 
 
 def test_time_limit_returns_feasible_plan_with_proven_bound():
-    problem = hard_problem()
+    problem = vit_like_problem()
     optimum = solve_quietly(problem).objective
     try:
         limited = solve_quietly(problem, time_limit=1e-6)
@@ -245,7 +231,7 @@ def test_time_limit_returns_feasible_plan_with_proven_bound():
 
 
 def test_time_limit_result_of_solve_arrays_is_not_complete():
-    problem = hard_problem()
+    problem = vit_like_problem()
     names = list(problem.limits)
     arrays = (problem.loss, np.stack([problem.costs[k] for k in names]), np.array([problem.limits[k] for k in names]))
     full = solve_arrays(*arrays)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mckp_bruteforce import brute_force
 from mckp_strategies import problems
-from solver_cases import BACKENDS
+from solver_cases import BACKENDS, vit_like_problem
 from solvers import GreedyFailedError, InfeasibleError, NonBindingLimitWarning, Problem, solve_problem
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -57,27 +57,11 @@ def test_a_constant_added_to_one_layer_changes_no_choice(solver, fields, layer, 
     assert moved.bound <= moved.objective
 
 
-def lumpy_problem() -> Problem:
-    """A ViT-like 40 x 36 (w, a) problem with three limits whose optimum needs the exact search
-    (the local-search incumbent is not optimal); losses on a 1/8 grid, so x + 1e12 is exact."""
-    rng = np.random.default_rng(7)
-    bits = np.array([2, 3, 4, 5, 6, 8], dtype=float)
-    w, a = (b.ravel() for b in np.meshgrid(bits, bits, indexing="ij"))
-    n = 40
-    params = rng.choice([0.6e6, 1.8e6, 2.4e6], n)
-    macs = params * 197
-    loss = 1e4 * (rng.lognormal(0, 1, (n, 1)) * 4.0 ** -w + rng.lognormal(0, 1, (n, 1)) * 4.0 ** -a)
-    costs = {"size": params[:, None] * w, "bops": macs[:, None] * w * a,
-             "latency": macs[:, None] * (0.2 + np.maximum(w, a) / 8) * rng.uniform(0.9, 1.1, (n, 1))}
-    limits = {k: float(v.min(axis=1).sum() + 0.5 * (v.max(axis=1).sum() - v.min(axis=1).sum())) for k, v in costs.items()}
-    return Problem(loss=np.round(loss * 8) / 8, costs=costs, limits=limits)
-
-
 @pytest.mark.parametrize("solver", [s for s in BACKENDS if s != "greedy"])
 def test_constant_rows_change_no_choice_of_a_problem_that_needs_search(solver):
     """With the tolerance measured against the unshifted objective (2e12 here), the exact
     backend stopped at its local-search plan and called it optimal."""
-    problem = lumpy_problem()
+    problem = vit_like_problem(loss_scale=1e4, grid=1 / 8)
     loss = problem.loss.copy()
     loss[[5, 20]] += 1e12
     plain = solve_quietly(problem, solver)
