@@ -28,7 +28,8 @@ from .device import check_device, model_device
 from .qat_train import qat
 from .qat_config import QATConfig
 from .switch import PlanSwitcher
-from .quantizers import ActObserver, ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
+from .act_quantizers import ActObserver, ActQuantizer
+from .quantizers import LogQuantizer, UniformQuantizer, WeightQuantizer
 
 __all__ = [
     "QuantConfig",

@@ -30,7 +30,8 @@ from .modules import (
     make_matmuls,
     make_weight_quantizer,
 )
-from .quantizers import ActQuantizer, WeightQuantizer
+from .act_quantizers import ActQuantizer
+from .quantizers import WeightQuantizer
 from .ranges import estimate_range
 
 __all__ = ["prepare", "quant_sites", "calibrate", "is_prepared"]

@@ -35,7 +35,8 @@ from torch import nn
 
 from .engine import quant_sites
 from .modules import QuantMatMul
-from .quantizers import ActQuantizer, UniformQuantizer, WeightQuantizer
+from .act_quantizers import ActQuantizer
+from .quantizers import UniformQuantizer, WeightQuantizer
 from .ranges import MIN_SCALE
 
 __all__ = ["LearnedQuantizers", "make_quantizers_learnable", "param_groups", "LOG_FROZEN_REASON"]

@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn.modules import module as _nn_module
 
 from .config import QuantConfig
-from .quantizers import ActQuantizer, WeightQuantizer
+from .act_quantizers import ActQuantizer
+from .quantizers import WeightQuantizer
 from .ranges import check_bits
 
 __all__ = [

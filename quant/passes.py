@@ -23,7 +23,7 @@ from torch import nn
 
 from .gptq import HessianAccumulator, layer_input_rows
 from .modules import QuantConv2d, QuantLinear
-from .quantizers import ActQuantizer
+from .act_quantizers import ActQuantizer
 
 __all__ = ["recording_hessians", "sequential_pass"]
 

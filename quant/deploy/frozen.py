@@ -2,7 +2,7 @@
 
 A packed file holds integer weights and calibrated quantizer parameters, not the float weights
 and calibration statistics from which :class:`~quant.quantizers.WeightQuantizer` and
-:class:`~quant.quantizers.ActQuantizer` derive theirs. A rebuilt model therefore carries these
+:class:`~quant.act_quantizers.ActQuantizer` derive theirs. A rebuilt model therefore carries these
 frozen stand-ins: same ``bits``/``kind`` attributes and the same inner quantizer modules
 (:class:`~quant.quantizers.UniformQuantizer`, :class:`~quant.quantizers.LogQuantizer`), so the
 quantized layers run unchanged and the model can be exported again; changing their bits is

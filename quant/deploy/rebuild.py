@@ -15,7 +15,8 @@ from torch import nn
 
 from ..config import QuantConfig
 from ..engine import prepare, quant_sites
-from ..quantizers import ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
+from ..act_quantizers import ActQuantizer
+from ..quantizers import LogQuantizer, UniformQuantizer, WeightQuantizer
 from ..ranges import QParams
 from .arch import build_model
 from .errors import PackedFormatError

@@ -10,7 +10,7 @@ roundings are computed flows into the exported files untouched. Concretely:
   ``channel_axis``). The integer codes are recovered from the two and checked to reproduce
   the weight, so a weight path that leaves the grid is refused instead of exported wrongly;
 * an activation quantizer with ``bits`` set: its inner quantizer after
-  :meth:`~quant.quantizers.ActQuantizer.materialize` -- uniform (scale, zero point, qmin, qmax)
+  :meth:`~quant.act_quantizers.ActQuantizer.materialize` -- uniform (scale, zero point, qmin, qmax)
   or logarithmic (scale, base);
 * everything else in the ``state_dict`` (folded LayerNorms, biases, embeddings, float layers)
   is plain float data.
@@ -31,7 +31,8 @@ from ..discovery import find_quantizable_layers
 from ..engine import quant_sites
 from ..errors import PlanMismatchError
 from ..modules import QuantSite
-from ..quantizers import ActQuantizer, LogQuantizer, UniformQuantizer, WeightQuantizer
+from ..act_quantizers import ActQuantizer
+from ..quantizers import LogQuantizer, UniformQuantizer, WeightQuantizer
 from .errors import ExportError
 from .frozen import FrozenActQuantizer, FrozenWeightQuantizer
 

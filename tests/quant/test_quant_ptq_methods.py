@@ -169,7 +169,7 @@ def test_plant_outliers_rejects_bad_arguments():
 
 @pytest.mark.parametrize("cap", [10_000, 100])
 def test_observer_fold_reexpresses_its_statistics(cap):
-    from quant.quantizers import ActObserver
+    from quant.act_quantizers import ActObserver
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 6, 5, generator=g) * torch.tensor([1.0, 5.0, 0.2, 3.0, 1.0])
