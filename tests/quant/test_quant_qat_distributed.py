@@ -23,9 +23,8 @@ def _task(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
 def _train(kind: str) -> dict:
     images, labels = _task()
     qmodel, history = qat(build_tiny(kind), "W3A3", (images, labels), config=CONFIG, verbose=False)
-    with torch.no_grad():
-        out = qmodel(images[:8])
-    return {"history": history, "logits": out, "world": dist.world()}
+    params = {name: p.detach().clone() for name, p in qmodel.named_parameters()}
+    return {"history": history, "params": params, "world": dist.world()}
 
 
 def test_two_process_ddp_follows_the_single_process_run():
@@ -38,6 +37,13 @@ def test_two_process_ddp_follows_the_single_process_run():
         for mine, ref in zip(rank["history"], single["history"]):
             for key in ("loss", "ce", "kd", "train_acc"):
                 assert abs(mine[key] - ref[key]) <= 1e-4 * max(1.0, abs(ref[key])), (key, mine[key], ref[key])
-        # 6 AdamW steps on split batches: the same model up to float summation order
-        torch.testing.assert_close(rank["logits"], single["logits"], rtol=1e-3, atol=1e-4)
+        # 6 AdamW steps on split batches: the same weights and step sizes up to float summation
+        # order, within 2% relative L2 per tensor (a missing gradient average would be ~100%).
+        # Not the logits: through a 3-bit grid a 1e-7 change flips a rounding, and other BLAS
+        # kernels moved them by 3% (measured with ATEN_CPU_CAPABILITY=avx2).
+        assert rank["params"].keys() == single["params"].keys()
+        for name, value in rank["params"].items():
+            ref = single["params"][name]
+            err = float((value - ref).norm() / ref.norm().clamp_min(1e-12))
+            assert err <= 2e-2, (name, err)  # measured: <= 1.1e-3 here, 6.2e-3 with AVX2 kernels
     assert single["history"][1]["loss"] < single["history"][0]["loss"]
