@@ -90,7 +90,7 @@ def _tables(prof) -> dict:
 def test_profile_agrees_across_batch_sizes_and_bounds_the_batch():
     """One big tensor is cut into `batch_size` batches (the network never sees more images at
     once), and the profile does not depend on the cut beyond float rounding: importance within
-    1e-5 relative, damages within 1e-4 relative (+1e-9 absolute for near-zero damages)."""
+    1e-5 relative, damages within 1e-4 relative (+1e-5 of the table's largest value for near-zero damages)."""
     model, x = tiny_vit(), images(7)
     seen: list[int] = []
     handle = model.patch_embed.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
@@ -105,8 +105,10 @@ def test_profile_agrees_across_batch_sizes_and_bounds_the_batch():
     other = profile_model(model, [x[:4], x[4:]], bits=(2, 8), batch_size=2, verbose=False)
     for prof in (whole, other):
         for key, table in _tables(prof).items():
-            np.testing.assert_allclose(table, _tables(small)[key], rtol=1e-4 if key != "importance" else 1e-5,
-                                       atol=1e-9, err_msg=key)
+            ref = _tables(small)[key]
+            # float32 network: the absolute floor scales with the table (near-zero damages)
+            np.testing.assert_allclose(table, ref, rtol=1e-4 if key != "importance" else 1e-5,
+                                       atol=1e-5 * float(np.abs(ref).max()), err_msg=key)
     assert small.metadata["batch_size"] == 3 and small.metadata["calibration_size"] == 7
     with pytest.raises(ValueError, match="batch_size"):
         profile_model(model, x, batch_size=0, verbose=False)

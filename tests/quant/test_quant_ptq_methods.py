@@ -70,7 +70,8 @@ def test_gptq_with_diagonal_hessian_is_round_to_nearest():
     wq = WeightQuantizer(method="minmax")
     qp = wq.qparams(w, 4)
     out = gptq_quantize(w, torch.diag(torch.rand(16) + 0.5), qp, damp=0.0)
-    assert torch.allclose(out, wq.rounded(w, 4), atol=1e-6)
+    # float32 grid values computed two ways; a rounding flip would differ by a whole step (~0.1)
+    assert torch.allclose(out, wq.rounded(w, 4), rtol=1e-5, atol=1e-5)
 
 
 def test_gptq_refuses_a_hessian_of_the_wrong_size():
