@@ -69,6 +69,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "+gptq": ("default", {**V1, "weight_rounding": "gptq"}),
     "-gptq": ("default", {"weight_rounding": "nearest"}),
     "-logsqrt2": ("default", {"softmax": "log2"}),
+    "+logsearch": ("default", {"softmax": "log"}),
     "-actsearch": ("default", {"act_method": "mse"}),
     "-lnsearch": ("default", {"post_ln_range": "fixed"}),
     "+seq+wasym": ("default", {"sequential": True, "weight_symmetric": False}),
@@ -168,13 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--bits", nargs="+", type=int, default=[3, 4, 6])
     ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["all", "edge"])
-    ap.add_argument("--methods", nargs="+", default=["repq", "default"], help=f"any of {', '.join(METHODS)}")
+    ap.add_argument("--methods", nargs="+", default=["repq", "default"],
+                    help=f"any of {', '.join(METHODS)}; names starting with '-' go comma-separated after '=' "
+                         "(--methods=default,-gptq)")
     ap.add_argument("--calib-seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--plant", type=float, default=None, metavar="FACTOR",
                     help="plant outlier channels of this factor (quant.plant_outliers, 4 channels per LayerNorm)")
     ap.add_argument("--tag", default=None, help="results/ptq_repq_<tag>.json")
     args = ap.parse_args(argv)
+    args.methods = [m for arg in args.methods for m in arg.split(",") if m]
     for m in args.methods:
         method_config(m, None, 0)  # fail before any work
     planted = None if args.plant is None else {"channels": 4, "factor": args.plant, "seed": 0}

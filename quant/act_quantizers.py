@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import NotCalibratedError
 from .quantizers import LogQuantizer, UniformQuantizer
-from .ranges import check_bits, estimate_range, log_scale_search, qparams_from_range
+from .ranges import check_bits, estimate_range, log_base_search, log_scale_search, qparams_from_range
 
 __all__ = ["ActObserver", "ActQuantizer"]
 
@@ -145,13 +145,13 @@ class ActQuantizer(nn.Module):
         name: str = "",
     ) -> None:
         super().__init__()
-        if kind not in ("uniform", "log2", "logsqrt2"):
-            raise ValueError(f"ActQuantizer kind must be 'uniform', 'log2' or 'logsqrt2', got {kind!r}")
+        if kind not in ("uniform", "log", "log2", "logsqrt2"):
+            raise ValueError(f"ActQuantizer kind must be 'uniform', 'log', 'log2' or 'logsqrt2', got {kind!r}")
         self.kind, self.method, self.symmetric = kind, method, symmetric
         self.percentile, self.grid, self.name = percentile, grid, name
         self.bits: int | None = None
         self.observer = ActObserver(max_samples, seed, channel_stats)
-        self.quantizer: nn.Module = UniformQuantizer() if kind == "uniform" else LogQuantizer(kind)
+        self.quantizer: nn.Module = UniformQuantizer() if kind == "uniform" else LogQuantizer("log2" if kind == "log" else kind)
         self.fixed_range: tuple[float, float] | None = None
         self._installed_bits: int | None = None
 
@@ -173,9 +173,12 @@ class ActQuantizer(nn.Module):
         if self.kind != "uniform":
             if not obs.calibrated:
                 raise NotCalibratedError(self._uncalibrated_message())
-            max_val = obs.max_val.clamp(min=1e-8)
-            if self.method != "minmax" and obs.sample.numel():
-                max_val = log_scale_search(obs.sample, max_val, bits, self.kind)
+            max_val, base = obs.max_val.clamp(min=1e-8), self.quantizer.base
+            if self.kind == "log" and obs.sample.numel():  # base and scale searched per bit-width
+                base, max_val = log_base_search(obs.sample, max_val, bits)
+            elif self.method != "minmax" and obs.sample.numel():
+                max_val = log_scale_search(obs.sample, max_val, bits, self.kind)[0]
+            self.quantizer.base = base
             self.quantizer.bits = bits
             self.quantizer.scale = max_val.to(device)
             return

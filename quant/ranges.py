@@ -24,6 +24,7 @@ __all__ = [
     "check_bits",
     "log_quantize",
     "log_scale_search",
+    "log_base_search",
     "SEARCH_PERCENTILES",
 ]
 
@@ -180,8 +181,8 @@ def log_quantize(x: torch.Tensor, scale: torch.Tensor, bits: int, base: str) -> 
         return torch.where(code > max_code, torch.zeros_like(xq), xq)
 
 
-def log_scale_search(sample: torch.Tensor, max_val: torch.Tensor, bits: int, base: str, grid: int = 16) -> torch.Tensor:
-    """Scale of a log quantizer minimising squared error on ``sample``.
+def log_scale_search(sample: torch.Tensor, max_val: torch.Tensor, bits: int, base: str, grid: int = 16) -> tuple[torch.Tensor, float]:
+    """(scale, squared error) of a log quantizer minimising squared error on ``sample``.
 
     Only the phase of the level grid within one step matters (levels are ``s * base^-k``),
     so candidates are ``max_val * base^(-j/grid)``, ``j = 0..grid-1``; ``j = 0`` is plain
@@ -195,4 +196,17 @@ def log_scale_search(sample: torch.Tensor, max_val: torch.Tensor, bits: int, bas
         err = float((log_quantize(sample, scale, bits, base) - sample).pow(2).sum())
         if err < best_err:
             best, best_err = scale, err
-    return best
+    return best, best_err
+
+
+def log_base_search(sample: torch.Tensor, max_val: torch.Tensor, bits: int) -> tuple[str, torch.Tensor]:
+    """(base, scale) of the log quantizer with the smaller squared error on ``sample``.
+
+    The two grids trade range for resolution: with ``2^b`` levels, sqrt(2) steps reach
+    ``2^-(2^b-2)/2`` and base-2 steps twice as deep. At 3 bits sqrt(2) stops at 2^-3 of the
+    scale, so on a 7x7 window (probabilities near 1/49) it sets most of the attention to
+    zero; at 4 bits and up it is usually the finer choice. Ties keep base 2.
+    """
+    found = {base: log_scale_search(sample, max_val, bits, base) for base in ("log2", "logsqrt2")}
+    base = min(found, key=lambda b: found[b][1])
+    return base, found[base][0]

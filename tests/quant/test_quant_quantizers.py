@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from quant import ActQuantizer, LogQuantizer, WeightQuantizer
 from quant.errors import NotCalibratedError
 from quant.quantizers import UniformQuantizer
-from quant.ranges import estimate_range, fake_quantize, qparams_from_range
+from quant.ranges import estimate_range, fake_quantize, log_base_search, log_quantize, log_scale_search, qparams_from_range
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -91,6 +91,45 @@ def test_log_quantizer_levels_idempotence_and_ste(bits, seed, base):
     p = probs.clone().requires_grad_(True)
     q(p).sum().backward()
     assert torch.all(p.grad == 1.0)
+
+
+@SETTINGS
+@given(bits=bits_st, seed=seed_st, temperature=st.floats(0.1, 8.0), width=st.sampled_from([4, 49, 197]))
+def test_log_base_search_returns_the_smaller_error_of_the_two_grids(bits, seed, temperature, width):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(16, width, generator=g) * temperature, dim=-1).reshape(-1)
+    base, scale = log_base_search(probs, probs.max(), bits)
+    err = float((log_quantize(probs, scale, bits, base) - probs).pow(2).sum())
+    for other in ("log2", "logsqrt2"):
+        assert err <= log_scale_search(probs, probs.max(), bits, other)[1] * (1 + 1e-6)
+
+
+def test_searched_log_quantizer_keeps_flat_window_attention_at_3_bits():
+    """sqrt(2) steps at 3 bits reach only 2^-3 of the scale: with a few peaked heads setting the
+    scale near 1, the flat heads of 7x7-window attention (near 1/49) would be zeroed; the
+    searched quantizer takes base 2 there and sqrt(2) at 8 bits."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 49, generator=g) * 0.5
+    scores[:4, 0] += 12.0  # four peaked rows
+    probs = torch.softmax(scores, dim=-1)
+    aq = ActQuantizer(kind="log", method="search")
+    aq.observer.active = True
+    aq(probs)
+    aq.observer.finish()
+    aq.observer.active = False
+    aq.set_bits(3)
+    y = aq(probs)
+    assert aq.quantizer.base == "log2" and float((y[4:] > 0).float().mean()) > 0.8  # sqrt(2): 0.1%
+    fixed = ActQuantizer(kind="logsqrt2", method="search")
+    fixed.observer.active = True
+    fixed(probs)
+    fixed.observer.finish()
+    fixed.observer.active = False
+    fixed.set_bits(3)
+    assert float((y - probs).pow(2).sum()) < float((fixed(probs) - probs).pow(2).sum())
+    aq.set_bits(8)
+    aq(probs)
+    assert aq.quantizer.base == "logsqrt2"
 
 
 @SETTINGS
