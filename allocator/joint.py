@@ -12,6 +12,9 @@ allocator proposes and a joint score disposes:
      loss multiplied by ``exp(sigma * z)`` (z standard normal, seeded) and kept only if its true
      additive objective is within ``gap`` of the optimum: near-optimal plans that differ in more
      than one layer, which the k best (a few hundredths of a percent apart) do not;
+   * with ``interactions`` (measured pairwise terms, `allocator.quadratic`): the ``quadratic``
+     best plans of the quadratic model (additive objective plus interaction terms), solved
+     exactly by `allocator.quadratic.solve_quadratic`, whatever their additive objective;
    * ``extra`` plans the caller supplies (the demo: the uniform plan of the same size and BOPs),
      checked against the budget.
 2. ``score(plans) -> values`` (lower is better; e.g. ``profiling.joint_damage`` on the
@@ -21,7 +24,9 @@ allocator proposes and a joint score disposes:
 What is proven, and in which model: the first k candidates are the k best plans of the additive
 model (exact, tested against brute force); the chosen plan has the lowest joint score among the
 candidates scored, and its additive objective is within ``gap`` of the proven additive optimum
-(or it is an ``extra`` plan, reported as such). Nothing is claimed about the joint score over all
+(or it is a quadratic or ``extra`` plan, reported as such); a quadratic candidate with status
+"optimal" is the proven optimum of the quadratic model (the i-th: among plans not listed before).
+Nothing is claimed about the joint score over all
 plans: that optimisation is a black box here, and the candidate set is the bet that the joint
 optimum lies near the additive one.
 
@@ -44,6 +49,7 @@ from .kbest import k_best
 from .objective import DEFAULT_ALPHA, Objective
 from .plan import Plan
 from .profile import Profile
+from .quadratic import Interactions, quadratic_model, solve_quadratic
 from .solving import Posed, check_solver_name, decode, pose
 
 __all__ = ["JointChoice", "Candidate", "candidate_plans", "choice_of", "solve_joint"]
@@ -56,7 +62,7 @@ class Candidate:
     """A feasible plan, where it came from, and its additive objective."""
 
     plan: Plan
-    source: str          # "k-best 1" (the optimum), "k-best 2", ..., "perturbed 3", "extra 1"
+    source: str          # "k-best 1" (the optimum), "k-best 2", ..., "perturbed 3", "quadratic 1", "extra 1"
     objective: float     # additive objective (the posed problem's units)
 
 
@@ -148,9 +154,11 @@ def choice_of(plan: Plan, posed: Posed, i: int = 0) -> np.ndarray:
 def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping, k: int = 3, perturbed: int = 8,
                     sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (), seed: int = 0,
                     objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA, tie_wa: bool = False,
-                    pinned: Mapping[str, int | None] | None = None,
-                    solver: str = "auto") -> tuple[list[Candidate], float, bool]:
-    """The k best plans of the additive objective, ``perturbed`` near-optimal others, then ``extra``.
+                    pinned: Mapping[str, int | None] | None = None, solver: str = "auto",
+                    interactions: Interactions | None = None, quadratic: int = 1,
+                    quadratic_time_limit: float = 10.0) -> tuple[list[Candidate], float, bool]:
+    """The k best plans of the additive objective, ``perturbed`` near-optimal others, the
+    ``quadratic`` best plans of the quadratic model (with ``interactions`` only), then ``extra``.
 
     Returns (distinct candidates, proven additive optimum, whether the k-best list is every plan).
     """
@@ -163,6 +171,14 @@ def candidate_plans(profile: Profile, *, budget: Budget | float | str | Mapping,
     seen = {tuple(int(c) for c in sol.choice) for sol in best.solutions}
     found += [(choice, value, f"perturbed {j + 1}") for j, (choice, value)
               in enumerate(_perturbed(posed, optimum, perturbed, sigma, gap, seed, solver, seen))]
+    if interactions is not None:
+        model = quadratic_model(posed, interactions)
+        for j, sol in enumerate(solve_quadratic(model, m=quadratic, time_limit=quadratic_time_limit)):
+            key = tuple(int(c) for c in sol.choice)
+            if key not in seen:
+                seen.add(key)
+                found.append((sol.choice, posed.problem.objective_of(sol.choice),
+                              f"quadratic {j + 1}" + ("" if sol.status == "optimal" else " (unproven)")))
     for i, plan in enumerate(extra):
         choice = choice_of(plan, posed, i)
         if tuple(int(c) for c in choice) not in seen:
@@ -181,7 +197,8 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
                 perturbed: int = 8, sigma: float = 0.3, gap: float = 0.10, extra: Sequence[Plan] = (),
                 seed: int = 0, objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA,
                 tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None,
-                solver: str = "auto") -> JointChoice:
+                solver: str = "auto", interactions: Interactions | None = None, quadratic: int = 1,
+                quadratic_time_limit: float = 10.0) -> JointChoice:
     """Choose, by ``score``, among exact near-optimal plans of the additive objective (module doc).
 
     Args:
@@ -192,6 +209,8 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
             scored against the ``extra`` plans only).
         perturbed, sigma, gap: near-optimal plans from re-weighted losses (see module doc).
         extra: further feasible plans to compete (e.g. the uniform plan of the same budget).
+        interactions, quadratic, quadratic_time_limit: measured pairwise interaction terms; the
+            ``quadratic`` best plans of the quadratic model (exact, within the time limit) compete.
         seed: seeds the perturbations (same inputs and seed -> same choice).
 
     Raises:
@@ -202,7 +221,8 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
     start = time.perf_counter()
     candidates, optimum, complete = candidate_plans(
         profile, budget=budget, k=k, perturbed=perturbed, sigma=sigma, gap=gap, extra=extra, seed=seed,
-        objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned, solver=solver)
+        objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned, solver=solver,
+        interactions=interactions, quadratic=quadratic, quadratic_time_limit=quadratic_time_limit)
     made = time.perf_counter()
     values = [float(v) for v in score([c.plan for c in candidates])]
     scored = time.perf_counter()

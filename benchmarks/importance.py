@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from allocator import solve  # noqa: E402
 from allocator.atomic import write_json  # noqa: E402
 
-from .planbench import MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact, plan_key, quiet  # noqa: E402
+from .planbench import (MODELS, QUANT_PRESET, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact, plan_key, quiet,  # noqa: E402
+                        suffix)
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -45,7 +46,7 @@ def run_model(mb: ModelBench, budgets: list[int], alphas: list[float], shuffle: 
     name, profile = mb.name, mb.profile
     shuffled = _copy_with_importance(profile, profile.importance[np.random.default_rng(0).permutation(
         len(profile.importance))])
-    out = {"model": name, "float_top1": mb.top1("float"), "budgets": {}}
+    out = {"model": name, "preset": mb.preset, "float_top1": mb.top1("float"), "budgets": {}}
     for b in sorted(budgets, reverse=True):
         t0 = time.perf_counter()
         uniform, budget, free = demo_budget(profile, b)
@@ -92,16 +93,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[2, 3, 4, 6])
     parser.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--preset", default=QUANT_PRESET, help="quantizer: QuantConfig.preset name (see benchmarks.planbench)")
     parser.add_argument("--shuffle", action="store_true", help="add the shuffled-importance control")
     args = parser.parse_args(argv)
-    results = [run_model(ModelBench(m, threads=args.threads), args.budgets, args.alphas, args.shuffle) for m in args.models]
+    results = [run_model(ModelBench(m, threads=args.threads, preset=args.preset), args.budgets, args.alphas, args.shuffle) for m in args.models]
     for res in results:
         save(res, args.threads)
     _print(results)
 
 
 def save(result: dict, threads: int) -> None:
-    write_json(RESULTS_DIR / f"importance_{result['model']}.json",
+    write_json(RESULTS_DIR / f"importance_{result['model']}{suffix(result['preset'], '')}.json",
                result | {"machine": {"platform": platform.platform(), "threads": threads}})
 
 

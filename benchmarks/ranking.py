@@ -39,7 +39,8 @@ from allocator.atomic import write_json  # noqa: E402
 from allocator.joint import candidate_plans, choice_of, solve_joint  # noqa: E402
 from allocator.solving import pose  # noqa: E402
 
-from .planbench import MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact, plan_key, quiet  # noqa: E402
+from .planbench import (MODELS, QUANT_PRESET, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact,  # noqa: E402
+                        pack_correct, plan_key, quiet, suffix)
 
 NEAR = 0.10
 JOINT = dict(k=3, perturbed=8, sigma=0.3, gap=NEAR)
@@ -86,7 +87,7 @@ def _gather(mb: ModelBench, b: int, light: bool) -> tuple[list[dict], dict]:
     return rows, joint | {"optimum": choice.optimum}
 
 
-def _pooled_kendall(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, int]:
+def pooled_kendall(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, int]:
     """Pooled within-group Kendall tau (concordant - discordant over all within-group pairs)."""
     c = d = pairs = 0
     for x, y in groups:
@@ -113,13 +114,14 @@ def _agreement(rows: list[dict], predictor: str) -> dict:
         tau, p_tau = stats.kendalltau(x, y)
         per_budget[budget] = {"n": len(sub), "spearman": float(rho), "spearman_p": float(p_rho),
                               "kendall": float(tau), "kendall_p": float(p_tau)}
-    tau, pairs = _pooled_kendall(groups)
+    tau, pairs = pooled_kendall(groups)
     return {"pooled_kendall": tau, "pairs": pairs, "per_budget": per_budget}
 
 
 def run_model(mb: ModelBench, budgets: list[int], light: bool) -> dict:
     name = mb.name
-    out = {"model": name, "light": light, "float_top1": mb.top1("float"), "budgets": {}}
+    out = {"model": name, "preset": mb.preset, "light": light, "float_top1": mb.top1("float"),
+           "n_test": len(mb.test_y), "budgets": {}}
     all_rows = []
     for b in sorted(budgets, reverse=True):
         t0 = time.perf_counter()
@@ -128,6 +130,7 @@ def run_model(mb: ModelBench, budgets: list[int], light: bool) -> dict:
             plan = _plan_of(mb, row)
             row["joint_kl"] = mb.joint_kl([plan])[0]
             row["top1"] = mb.top1(plan)
+            row["correct"] = pack_correct(mb.correct(plan))  # per test image: split-half ceilings need no rerun
         optimum = joint["optimum"]
         for row in rows:
             row["near_optimal"] = bool(row["additive"] <= optimum + NEAR * abs(optimum) + 1e-12)
@@ -201,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=JOINT["k"], help="k best additive plans among the joint candidates")
     parser.add_argument("--perturbed", type=int, default=JOINT["perturbed"],
                         help="near-optimal re-weighted plans among the joint candidates")
+    parser.add_argument("--preset", default=QUANT_PRESET,
+                        help="quantizer: QuantConfig.preset name (profiles cached per preset); not v1: files "
+                             "ranking_<model>_<preset>[_<tag>].json")
     parser.add_argument("--tag", default="", help="suffix of the result files (ranking_<model>[_<tag>].json)")
     parser.add_argument("--with-importance", action="store_true",
                         help="also run benchmarks.importance on the same calibrated models (shares evaluations)")
@@ -208,11 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     JOINT.update(k=args.k, perturbed=args.perturbed)
     results = []
     for m in args.models:
-        mb = ModelBench(m, threads=args.threads)
+        mb = ModelBench(m, threads=args.threads, preset=args.preset)
         res = run_model(mb, args.budgets, m in args.light)
         res["machine"] = {"platform": platform.platform(), "threads": args.threads}
         res["joint_options"] = dict(JOINT)
-        write_json(RESULTS_DIR / f"ranking_{m}{'_' + args.tag if args.tag else ''}.json", res)
+        write_json(RESULTS_DIR / f"ranking_{m}{suffix(args.preset, args.tag)}.json", res)
         results.append(res)
         if args.with_importance:
             from . import importance
