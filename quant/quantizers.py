@@ -9,15 +9,61 @@
 Activation quantizers (observer + one of these) are in :mod:`quant.act_quantizers`.
 
 Every quantizer has ``bits`` (``None`` = pass-through float) and ``set_bits``.
+
+Inference (nothing needs a gradient) takes a fast path: the same arithmetic as
+:func:`quant.ranges.fake_quantize` / :func:`quant.ranges.log_quantize`, operation for operation,
+but in place on one fresh tensor (the straight-through terms, which need autograd, are exact
+no-ops there), so a quantized activation costs a few passes over memory instead of eight
+allocations; a weight is fake-quantized once per (weight, bits, grid) and reused. The results
+are bit-identical to the reference formulas (tested), so they stay equal to the exported
+ONNX ``QuantizeLinear``'s ``round(x / s) + z`` -- a fused ``x * (1/s)`` kernel would not be.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .ranges import QParams, check_bits, estimate_range, fake_quantize, log_quantize, qparams_from_range
+from .ranges import (LOG_MAX_EXPONENT, QParams, check_bits, estimate_range, fake_quantize, log_quantize,
+                     qparams_from_range)
 
-__all__ = ["UniformQuantizer", "LogQuantizer", "WeightQuantizer"]
+__all__ = ["UniformQuantizer", "LogQuantizer", "WeightQuantizer", "fake_quantize_nograd", "log_quantize_nograd"]
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record an operation on any of ``tensors`` now."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def fake_quantize_nograd(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                         qmax: int) -> torch.Tensor:
+    """:func:`quant.ranges.fake_quantize` without autograd, bit for bit: ``x / s + z``, clamped,
+    rounded, ``- z``, ``* s`` -- the same operations in the same order, applied in place to one
+    new tensor (``x`` is not modified). The straight-through ``y + (round(y) - y)`` equals
+    ``round(y)`` (the difference of a float and its nearest integer is exact) except that it
+    turns ``round(-0.3) = -0.0`` into ``+0.0``; ``q + (0.0 - z)`` instead of ``q - z`` does the
+    same (``-0.0 + 0.0 = +0.0``; for ``z != 0`` the two are the same operation), so even the
+    signs of zeros match the reference."""
+    out = torch.div(x, scale)
+    return out.add_(zero_point).clamp_(qmin, qmax).round_().add_(0.0 - zero_point).mul_(scale)
+
+
+def log_quantize_nograd(x: torch.Tensor, scale: torch.Tensor, bits: int, base: str) -> torch.Tensor:
+    """:func:`quant.ranges.log_quantize`, bit for bit, in place on one new tensor.
+
+    The reference computes ``code = clamp(round(-log2(r) * k), min=0)`` and ``scale *
+    exp2(-code / k)``; negation commutes exactly with ``* k``, ``round`` (half to even is
+    symmetric) and ``/ k``, so ``u = clamp(round(log2(r) * k), max=0)`` is ``-code`` (up to the
+    sign of a zero, which ``exp2`` ignores) and two negations are saved."""
+    steps = 1 if base == "log2" else 2
+    max_code = min(2**bits - 2, LOG_MAX_EXPONENT * steps)
+    u = torch.div(x, scale).clamp_(min=0.0).log2_()
+    if steps != 1:  # * 1 and / 1 are exact identities
+        u.mul_(steps)
+    u.round_().clamp_(max=0.0)
+    below = u < -max_code  # code > max_code: the zero level
+    if steps != 1:
+        u.div_(steps)
+    return u.exp2_().mul_(scale).masked_fill_(below, 0.0)
 
 
 def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
@@ -27,6 +73,11 @@ def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tens
     shape = [1] * x.dim()
     shape[axis] = -1
     return t.reshape(shape)
+
+
+def _tensor_key(t: torch.Tensor) -> tuple[int, int]:
+    """Storage and in-place version of ``t`` (inference tensors have no version counter)."""
+    return t.data_ptr(), 0 if t.is_inference() else t._version
 
 
 def _replace(current: torch.Tensor, value: torch.Tensor, learnable: bool) -> torch.Tensor:
@@ -91,7 +142,8 @@ class UniformQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = _broadcast(self.scale, x, self.channel_axis)
         zp = _broadcast(self.zero_point, x, self.channel_axis)
-        return fake_quantize(x.float(), scale, zp, self.qmin, self.qmax).to(x.dtype)
+        quantize = fake_quantize if _needs_grad(x, scale, zp) else fake_quantize_nograd
+        return quantize(x.float(), scale, zp, self.qmin, self.qmax).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"channel_axis={self.channel_axis}, qmin={self.qmin}, qmax={self.qmax}, learnable={self.learnable}, "
@@ -117,6 +169,8 @@ class LogQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
+        if not _needs_grad(xf):  # the straight-through sum below, in place: xq - xf + xf
+            return log_quantize_nograd(xf, self.scale, self.bits, self.base).sub_(xf).add_(xf).to(x.dtype)
         xq = log_quantize(xf, self.scale, self.bits, self.base)
         return (xf + (xq - xf).detach()).to(x.dtype)
 
@@ -152,9 +206,12 @@ class WeightQuantizer(nn.Module):
         self._rounded: dict[int, torch.Tensor] = {}
         self._cache_key: tuple[int, int] | None = None
         self._installed: tuple[int, int, int] | None = None
+        #: the last no-grad forward's output and what it was computed from (see :meth:`_frozen`)
+        self._out: tuple[tuple, tuple, torch.Tensor] | None = None
 
     def set_bits(self, bits: int | None) -> None:
         self.bits = check_bits(bits, "weight bits")
+        self._out = None
 
     def qparams(self, weight: torch.Tensor, bits: int) -> QParams:
         """Quantization parameters of ``weight`` at ``bits`` (cached while the weight is unchanged)."""
@@ -177,7 +234,7 @@ class WeightQuantizer(nn.Module):
     def set_hessian(self, hessian: torch.Tensor | None) -> None:
         """Round by GPTQ with this input Hessian from now on (``None``: round to nearest)."""
         self.hessian = None if hessian is None else hessian.detach().float()
-        self._rounded = {}
+        self._rounded, self._out = {}, None
 
     def rounded(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``weight`` fake-quantized at ``bits``: GPTQ-rounded when a Hessian is set, else to
@@ -227,9 +284,28 @@ class WeightQuantizer(nn.Module):
         if state != self._installed and not learned:  # weight or bits changed: re-derive the range
             self.quantizer.set_qparams(self.qparams(weight, self.bits))
             self._installed = state
+        if not _needs_grad(weight, self.quantizer.scale, self.quantizer.zero_point):
+            return self._frozen(weight, learned)
         if self.hessian is not None and not learned:
             return self.rounded(weight, self.bits) + (weight - weight.detach())  # exact values, straight-through
         return self.quantizer(weight)
+
+    def _frozen(self, weight: torch.Tensor, learned: bool) -> torch.Tensor:
+        """The forward's value when nothing needs a gradient, computed once per (weight, bits,
+        grid) and reused: inference does no per-call weight work. GPTQ: the cached rounding
+        itself (the straight-through ``+ (w - w.detach())`` adds zeros). Keyed on the storage and
+        in-place version of the weight and of the grid's tensors, so an optimiser step, a
+        ``load_state_dict`` or a move to another device recomputes it. Callers must not modify
+        the returned tensor."""
+        grid = self.quantizer
+        tensors = (weight, grid.scale, grid.zero_point)  # held, so no other tensor can take their place
+        key = (*map(_tensor_key, tensors), grid.qmin, grid.qmax, self.bits, learned, self.hessian is None)
+        cached = self._out
+        if cached is None or cached[1] != key or any(a is not b for a, b in zip(cached[0], tensors)):
+            with torch.no_grad():
+                out = self.rounded(weight, self.bits) if self.hessian is not None and not learned else grid(weight)
+            self._out = cached = (tensors, key, out)
+        return cached[2]
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, method={self.method}, per_channel={self.per_channel}, symmetric={self.symmetric}"
