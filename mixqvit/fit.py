@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quant import model_device
+
 from .data import FMNIST_MEAN, FMNIST_STD
 from .datasets import EvalData
 from .evaluation import evaluate_top1
@@ -72,11 +74,13 @@ class TeacherTargets:
     def __init__(self, teacher: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> None:
         self.teacher = teacher.eval()
         self.cache: torch.Tensor | None = None
+        device = model_device(teacher)
         if cfg.crop_padding == 0:
             with torch.no_grad():
                 self.cache = torch.stack(
                     [
-                        torch.cat([teacher(v[i : i + cfg.eval_batch_size]) for i in range(0, len(v), cfg.eval_batch_size)])
+                        torch.cat([teacher(v[i : i + cfg.eval_batch_size].to(device))
+                                   for i in range(0, len(v), cfg.eval_batch_size)])
                         for v in (images, images.flip(-1))
                     ]
                 )  # (2, N, classes): [orientation, image]
@@ -84,7 +88,7 @@ class TeacherTargets:
     def __call__(self, x: torch.Tensor, idx: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         """Teacher logits for the augmented batch ``x`` of training images ``idx``."""
         if self.cache is not None:
-            return self.cache[flipped.long(), idx]
+            return self.cache[flipped.long().to(self.cache.device), idx.to(self.cache.device)]
         with torch.no_grad():
             return self.teacher(x)
 
@@ -154,6 +158,8 @@ def fit(
     CPU time of a 1-thread run is what the run would take on an idle core.
 
     ``max_steps`` stops early (used by tests); the learning-rate schedule still spans ``cfg.epochs``.
+    Training runs where ``model`` is (``images`` stay on the CPU, where the seeded augmentation
+    draws; each batch moves to the model's device).
     ``monitor`` = (images, labels) is evaluated after every epoch (``test_acc``, timed apart in
     ``eval_s``) to show the learning curve; nothing is selected on it. With a teacher, the first
     epoch's time includes the teacher's pass over the training set (see :class:`TeacherTargets`).
@@ -169,6 +175,7 @@ def fit(
             raise ValueError(f"distillation needs a model with a distillation head, got {type(model).__name__}")
         model.set_distilled_training(True)
         teacher.eval()
+    device = model_device(model)
     steps_per_epoch = len(images) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -195,7 +202,7 @@ def fit(
                 for group in opt.param_groups:
                     group["lr"] = lr
                 x, flipped = augment(images[idx], generator, cfg.crop_padding, cfg.hflip, return_flips=True)
-                y = labels[idx]
+                x, y = x.to(device), labels[idx].to(device)
                 t_logits = targets(x, idx, flipped) if targets is not None else None
                 loss, logits = _loss(model, x, y, cfg, t_logits)
                 opt.zero_grad(set_to_none=True)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from allocator.atomic import write_bytes, write_json
+from quant import check_device
 
 from .data import FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
 from .fit import accuracy, fit
@@ -80,6 +81,7 @@ def train_model(
     test_limit: int | None = None,
     max_steps: int | None = None,
     monitor: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train a demo model, measure its test accuracy, save weights and info; return the info.
 
@@ -92,7 +94,9 @@ def train_model(
     ``overrides`` replaces fields of the recipe's :class:`TrainConfig`. ``train_limit``,
     ``test_limit`` and ``max_steps`` shrink the run for tests and smoke checks; the info records them.
     ``monitor`` also measures test accuracy after every epoch (the learning curve in ``history``;
-    its time is not counted in ``train_time_s``).
+    its time is not counted in ``train_time_s``). ``device``: where to train (the model is
+    initialised on the CPU, so the seed gives the same starting weights anywhere; a device this
+    machine lacks is a ``ValueError`` before any work); the weights are saved from the CPU.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown model {name!r}; expected one of {list(RECIPES)}")
@@ -111,10 +115,13 @@ def train_model(
             "replace it, or choose another output directory")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    device = check_device(device)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         teacher_model, teacher_info = _resolve_teacher(teacher, cfg, out)
+        if teacher_model is not None:
+            teacher_model = teacher_model.to(device)
         train_x, train_y = load_fashion_mnist("train", data_root)
         test_x, test_y = load_fashion_mnist("test", data_root)
         if train_limit is not None:
@@ -122,12 +129,12 @@ def train_model(
         if test_limit is not None:
             test_x, test_y = test_x[:test_limit], test_y[:test_limit]
         torch.manual_seed(seed)
-        model = build_model(name)
+        model = build_model(name).to(device)
         generator = torch.Generator().manual_seed(seed + 1)
         if verbose:
             print(
                 f"training {name}: {count_parameters(model):,} parameters, {len(train_x):,} images, "
-                f"{cfg.epochs} epochs, seed {seed}, {threads} thread(s)"
+                f"{cfg.epochs} epochs, seed {seed}, {threads} thread(s), on {device}"
             )
         load_start = os.getloadavg()
         history = fit(
@@ -161,6 +168,7 @@ def train_model(
         "seed": seed,
         "epochs": len(history),
         "threads": threads,
+        "device": str(device),
         "train_time_s": round(train_time, 1),
         "train_cpu_time_s": round(train_cpu, 1),
         "eval_time_s": round(eval_time, 1),
@@ -188,7 +196,7 @@ def train_model(
         },
     }
     weights_path, info_path = shipped_paths(name, out)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # safetensors' own save_file creates 0600 files; package data must be readable by every user.
     write_bytes(weights_path, safetensors_bytes(state, metadata={"name": name, "seed": str(seed)}))
     write_json(info_path, info)

@@ -8,7 +8,7 @@ from ..options import add_solver_args, load_profile, out_path, solver_options
 
 HELP = "solvers x budgets table"
 DESCRIPTION = ("Solve several budgets with several solvers and print objective, gap to the best proven bound, "
-               "status and time.")
+               "status and time. Reads only the profile and runs no model (no torch, so no --device or --threads).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ from .. import argtypes
 from ..options import add_solver_args, load_profile, out_path, solver_options
 
 HELP = "choose bits per layer under a budget -> plan.json"
-DESCRIPTION = "Solve the bit allocation for one budget and print the per-layer plan."
+DESCRIPTION = ("Solve the bit allocation for one budget and print the per-layer plan. Reads only the profile and "
+               "runs no model (no torch, so no --device or --threads): a profile made on a GPU solves anywhere.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

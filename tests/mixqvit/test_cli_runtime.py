@@ -65,7 +65,7 @@ def test_missing_gpu_and_bad_weights_are_one_line_errors(folder, tmp_path, capsy
     common = ["--model", ARCH, "--model-kwargs", KWARGS, "--data", str(folder), "--calib", "2", "--quiet"]
     if not torch.cuda.is_available():
         for argv in (["quantize", *common, "--plan", "W8A8"], ["profile", *common], ["qat", *common, "--plan", "W4A4"],
-                     ["demo", "--out", str(tmp_path / "report")]):
+                     ["demo", "--out", str(tmp_path / "report")], ["train", "fmnist_vit", "--out-dir", str(tmp_path)]):
             assert main([*argv, "--device", "cuda"]) == 2, argv[0]
             err = capsys.readouterr().err
             assert "Traceback" not in err and "no usable CUDA GPU" in err and len(err.strip().splitlines()) == 1

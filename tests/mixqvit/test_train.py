@@ -116,7 +116,7 @@ def test_train_model_writes_loadable_files(tmp_path):
     try:
         info = train_model(
             "fmnist_vit", epochs=1, seed=0, out_dir=tmp_path, verbose=False,
-            overrides={"batch_size": 64}, train_limit=256, test_limit=500, max_steps=2,
+            overrides={"batch_size": 64}, train_limit=256, test_limit=500, max_steps=2, device="cpu",
         )
     finally:
         os.umask(old_umask)
@@ -125,7 +125,7 @@ def test_train_model_writes_loadable_files(tmp_path):
     saved = json.loads((tmp_path / "fmnist_vit.json").read_text())
     assert saved["test_accuracy_first500"] == info["test_accuracy_first500"]
     assert saved["limits"] == {"train_limit": 256, "test_limit": 500, "max_steps": 2}
-    assert saved["train"]["batch_size"] == 64 and saved["threads"] == 1
+    assert saved["train"]["batch_size"] == 64 and saved["threads"] == 1 and saved["device"] == "cpu"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
     model, loaded = load_shipped("fmnist_vit", tmp_path)
     images, labels = load_fashion_mnist("test")
@@ -150,6 +150,27 @@ def test_train_command_never_touches_the_shipped_checkpoints(tmp_path, monkeypat
     assert "fmnist_vit.safetensors exists" in err and "--force" in err and "Traceback" not in err
     assert (tmp_path / "models" / "fmnist_vit.safetensors").read_bytes() == b"mine"
     assert [p.read_bytes() for p in shipped_paths("fmnist_vit")] == shipped
+
+
+def test_train_command_passes_device_threads_and_batch_size(tmp_path, monkeypatch, capsys):
+    """`mixqvit train --device/--threads/--batch-size` reach train_model; torchrun is refused in one line."""
+    import mixqvit.train
+    from mixqvit.cli import main
+
+    calls = []
+    monkeypatch.setattr(mixqvit.train, "train_model", lambda name, **kw: calls.append((name, kw)))
+    assert main(["train", "fmnist_swin", "--out-dir", str(tmp_path), "--device", "cpu", "--threads", "1",
+                 "--batch-size", "32", "--quiet"]) == 0
+    name, kw = calls[0]
+    assert name == "fmnist_swin" and str(kw["device"]) == "cpu" and kw["threads"] == 1
+    assert kw["overrides"] == {"batch_size": 32}
+    assert main(["train", "fmnist_vit", "--out-dir", str(tmp_path), "--quiet"]) == 0
+    assert calls[1][1]["overrides"] is None and calls[1][1]["threads"] == 1  # the recipe's batch, one thread
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    capsys.readouterr()
+    assert main(["train", "fmnist_vit", "--out-dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not under torchrun" in err and len(err.strip().splitlines()) == 1 and len(calls) == 2
 
 
 def test_a_teacher_override_is_what_the_info_records(tmp_path):
