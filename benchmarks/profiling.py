@@ -22,7 +22,8 @@ thread; times are process CPU times, each the best of several runs (the machine 
   process (one thread), on a 4-block DeiT-S, 4 images in 2 batches (so LRP splits too); the
   profiles must be identical. On a machine busy with other work the wall ratio says little, so
   the busiest process's CPU time over the single process's is reported beside it.
-* ``--fakequant``: a W4A4 fake-quantized DeiT-S forward against the float forward.
+* ``--fakequant``: W4A4 fake-quantized DeiT-S forwards (GPTQ and round-to-nearest weights)
+  against the float forward, timed alternately in one run, and the costliest ops of each.
 
 Writes benchmarks/results/profiling.json (the parts run).
 """
@@ -271,19 +272,60 @@ def bench_dist(n_images: int = 4, bits: tuple[int, ...] = (2, 4, 8)) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Fake-quant inference.
 # ------------------------------------------------------------------------------------------------
-def bench_fakequant(batches: tuple[int, ...] = (1, 8)) -> list[dict]:
+def op_breakdown(model: torch.nn.Module, x: torch.Tensor, top: int = 10) -> dict[str, float]:
+    """Self CPU milliseconds of the `top` costliest aten ops in one no-grad forward (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(x)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {e.key: round(e.self_cpu_time_total / 1000, 2) for e in ops}
+
+
+def bench_fakequant(batches: tuple[int, ...] = (1, 8), rounds: int = 5) -> dict:
+    """W4A4 DeiT-S forward (GPTQ weights, the default, and round-to-nearest) against the float
+    forward, side by side: each round times all three once, alternately, and the best round of
+    each counts (process CPU time, one thread), so a burst of load on a shared machine hits them
+    alike. Wall times of the same best rounds are reported beside them."""
     model = build("deit_s")
-    q = quantize(model, "W4A4", images(8, seed=1))
+    calib = images(8, seed=1)
+    models = {"float": model, "w4a4": quantize(model, "W4A4", calib),
+              "w4a4_nearest": quantize(model, "W4A4", calib, config=CONFIG)}
     rows = []
     for b in batches:
         x = images(b)
+        cpu = dict.fromkeys(models, float("inf"))
+        wall = dict.fromkeys(models, float("inf"))
         with torch.no_grad():
-            q(x)
-            t_f = timed(lambda: model(x), repeat=3)
-            t_q = timed(lambda: q(x), repeat=3)
-        rows.append({"batch": b, "float_s": round(t_f, 4), "w4a4_s": round(t_q, 4), "ratio": round(t_q / t_f, 3)})
-        print(f"fake-quant W4A4 DeiT-S, batch {b}: {t_q / t_f:.2f} x float (target <= 1.5)", flush=True)
-    return rows
+            for m in models.values():
+                m(x)  # warm-up; the quantizers' ranges are installed on the first call
+            for _ in range(rounds):
+                for name, m in models.items():
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    m(x)
+                    cpu[name] = min(cpu[name], time.process_time() - c0)
+                    wall[name] = min(wall[name], time.perf_counter() - w0)
+        row: dict = {"batch": b, "rounds": rounds}
+        for name in models:
+            row[f"{name}_cpu_s"], row[f"{name}_wall_s"] = round(cpu[name], 4), round(wall[name], 4)
+        for name in ("w4a4", "w4a4_nearest"):
+            row[f"{name}_ratio"] = round(cpu[name] / cpu["float"], 3)
+            row[f"{name}_wall_ratio"] = round(wall[name] / wall["float"], 3)
+        rows.append(row)
+    x = images(max(batches))
+    top_ops = {name: op_breakdown(models[name], x) for name in ("float", "w4a4")}
+    print(f"{'batch':>5s} {'float CPU s':>11s} {'W4A4 CPU s':>10s} {'ratio':>6s} {'RTN CPU s':>9s} {'ratio':>6s} "
+          f"{'wall ratio':>10s} {'RTN wall':>8s}")
+    for r in rows:
+        print(f"{r['batch']:5d} {r['float_cpu_s']:11.4f} {r['w4a4_cpu_s']:10.4f} {r['w4a4_ratio']:6.3f} "
+              f"{r['w4a4_nearest_cpu_s']:9.4f} {r['w4a4_nearest_ratio']:6.3f} {r['w4a4_wall_ratio']:10.3f} "
+              f"{r['w4a4_nearest_wall_ratio']:8.3f}")
+    print("fake-quant W4A4 DeiT-S (GPTQ weights, the default; RTN: round to nearest) vs float, best of "
+          f"{rounds} alternating rounds, one thread (target <= 1.5)")
+    for name, ops in top_ops.items():
+        print(f"  top ops, {name}, batch {max(batches)} (self CPU ms): "
+              + ", ".join(f"{k.removeprefix('aten::')} {v:.0f}" for k, v in ops.items()))
+    return {"rows": rows, f"top_ops_batch{max(batches)}_ms": top_ops}
 
 
 def main(argv: list[str] | None = None) -> None:
