@@ -21,9 +21,14 @@ computes in true float32 like the CPU):
    random-init ``deit_small_patch16_224`` (full depth) and a synthetic 224x224 ImageFolder of 12
    images (``--calib 8 --bits 4,8 --batch-size 8``): exit status 0 each, the profile's metadata
    says ``input_shape`` [3, 224, 224], ``quantize`` prints a top-1 line.
-4. ``qat_cuda``: 3 QAT steps of a 2-block DeiT-S at W4A4 on ``cuda`` (model, teacher and
+4. ``fast_path_cuda_bitwise``: a W4A4 2-block DeiT-S on ``cuda``: the no-grad logits (in-place
+   fake quantization, cached weights) equal the autograd forward's bit for bit.
+5. ``train_cuda``: ``mixqvit.train.train_model`` (what ``mixqvit train --device cuda`` runs) for 3
+   steps of ``fmnist_vit`` on 256 Fashion-MNIST images, evaluated on 500: the info records the
+   device and the saved weights load.
+6. ``qat_cuda``: 3 QAT steps of a 2-block DeiT-S at W4A4 on ``cuda`` (model, teacher and
    evaluation stay on the GPU): finite losses, the returned model's parameters on CUDA.
-5. ``vitb_256_under_5min``: ``profile_model`` of random-init ``vit_base_patch16_224`` on 256
+7. ``vitb_256_under_5min``: ``profile_model`` of random-init ``vit_base_patch16_224`` on 256
    random images, default bits (2, 3, 4, 5, 6, 8), batch size 64, on ``cuda``: wall time
    < 300 s (also reported: the LRP and sensitivity times, peak ``torch.cuda.max_memory_allocated``).
 """
@@ -125,6 +130,34 @@ def check_cli(dev: str) -> dict:
     return {**result, "pass": ok}
 
 
+def check_fast_path(dev: str) -> dict:
+    """The no-grad fake-quant path (in place, cached weights) on the device equals its autograd
+    forward bit for bit, as on the CPU (tests/quant/test_quant_fast_path.py)."""
+    from quant import quantize
+
+    q = quantize(_model(2).to(dev), "W4A4", _images(8, 0).to(dev))
+    x = _images(4, 1).to(dev)
+    with torch.no_grad():
+        fast = q(x)
+    slow = q(x.clone().requires_grad_(True)).detach()
+    same = bool(torch.equal(fast.view(torch.int32), slow.view(torch.int32)))
+    return {"bitwise_equal": same, "pass": same}
+
+
+def check_train(dev: str) -> dict:
+    """``mixqvit train``'s function on the device: 3 steps of fmnist_vit, evaluation included."""
+    from mixqvit.models import load_shipped
+    from mixqvit.train import train_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = train_model("fmnist_vit", out_dir=tmp, device=dev, epochs=1, train_limit=256, test_limit=500,
+                           max_steps=3, verbose=False)
+        model, _ = load_shipped("fmnist_vit", Path(tmp))  # saved from the device, loads on the CPU
+    ok = info["device"].startswith(torch.device(dev).type) and 0.0 <= info["test_accuracy"] <= 1.0
+    return {"device": info["device"], "loss": info["history"][-1]["loss"], "test_accuracy": info["test_accuracy"],
+            "loaded_params": sum(p.numel() for p in model.parameters()), "pass": ok}
+
+
 def check_qat(dev: str) -> dict:
     from quant import QATConfig, qat
 
@@ -163,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     checks = {"profile_cuda_equals_cpu": check_profile, "quantized_logits_cuda_equals_cpu": check_quantized_logits,
-              "cli_cuda": check_cli, "qat_cuda": check_qat, "vitb_256_under_5min": check_vitb}
+              "cli_cuda": check_cli, "fast_path_cuda_bitwise": check_fast_path, "qat_cuda": check_qat,
+              "train_cuda": check_train, "vitb_256_under_5min": check_vitb}
     if args.skip_vitb:
         checks.pop("vitb_256_under_5min")
     name = torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu (script self-check)"
