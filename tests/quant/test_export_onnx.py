@@ -59,7 +59,7 @@ def test_graph_is_standard_qdq(exported):
     uniform_acts = [m for m in qmodel.modules() if isinstance(m, quant.ActQuantizer) and m.bits and m.kind == "uniform"]
     assert ops["QuantizeLinear"] == len(uniform_acts)
     assert ops["Clip"] >= sum(1 for m in uniform_acts if m.bits < 8 and m.bits != 4)  # 2,3,5,6 bits in int8
-    four_bit_points = [i for i in graph.initializer if i.name.endswith("act_quant.zero_point.int4")]
+    four_bit_points = [i for i in graph.initializer if i.name.endswith("act_quant.dequantize_zero_point.int4")]
     assert len(four_bit_points) == sum(1 for n, m in qmodel.named_modules()
                                        if n.endswith("act_quant") and m.bits == 4)  # 4-bit inputs: int4, no Clip
     assert {"Log", "Round", "Where"} <= set(ops)  # the log2 softmax quantizer in standard ops
