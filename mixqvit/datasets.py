@@ -145,12 +145,15 @@ def _fmnist_split(loaded: LoadedModel, root: Path | None, split: str) -> tuple[t
 
 
 def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                     seed: int = 0, lazy: bool = False) -> Any:
     """``n`` class-balanced, seeded calibration images and labels, in memory.
 
     Fashion-MNIST: drawn from the train split (never from the test images accuracy is reported
     on). ImageFolder: drawn from the folder itself (for ImageNet val this is the usual PTQ
-    practice; the evaluation then includes the calibration images).
+    practice; the evaluation then includes the calibration images). With ``lazy`` an ImageFolder
+    gives a ``Subset`` of (image, label) items instead, which profiling reads batch by batch on
+    every pass, so peak memory does not grow with ``n`` (Fashion-MNIST's 28x28 images stay in
+    memory: the whole split is read anyway).
     """
     if n < 1:
         raise DataLoadError(f"--calib must be at least 1 image, got {n}")
@@ -168,6 +171,8 @@ def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int
         idx = fmnist_data.calibration_indices(torch.tensor(dataset.targets), n, seed)
     except ValueError as exc:
         raise DataLoadError(f"cannot draw a class-balanced calibration set from {root}: {exc}") from None
+    if lazy:
+        return torch.utils.data.Subset(dataset, idx.tolist())
     return _stack(dataset, idx.tolist(), "calibration")
 
 

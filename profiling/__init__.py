@@ -5,13 +5,15 @@
     profile.save("profile.json")
 
 Pieces: `layer_costs` (params, MACs per sample), `lrp_importance` (AttnLRP relevance per
-layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable) and
+layer), `measure_sensitivity` (per layer x bits damage, suffix-cached, resumable, optionally
+stopped early per pair: `EarlyStop`) and
 `profile_model`, which combines them.
 """
 from ._data import CalibSet, as_calib_set
+from ._early_stop import EarlyStop
 from .costs import LayerCost, bops, layer_costs, size_bits
 from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
-from .joint import joint_damage
+from .joint import joint_damage, pair_damage
 from .lrp import DEFAULT_EPSILON, ConservationReport, LRPResult, lrp_conservation, lrp_importance
 from .metrics import METRICS, per_sample_damage
 from .profile import library_version, profile_model
@@ -31,7 +33,9 @@ __all__ = [
     "ConservationReport",
     "DEFAULT_EPSILON",
     "measure_sensitivity",
+    "EarlyStop",
     "joint_damage",
+    "pair_damage",
     "SensitivityResult",
     "METRICS", "per_sample_damage",
     "library_version",

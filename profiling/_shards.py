@@ -28,25 +28,24 @@ class PartCheckpoints:
         rank, _ = dist.world()
         if self.path is not None:
             for old in sorted(self.path.parent.glob(self.path.name + ".part*")):
-                _absorb(main, SensitivityCheckpoint(old, fingerprint))  # refuses a foreign part file
+                part = SensitivityCheckpoint(old, fingerprint)
+                _absorb(main, part.weight, part.act, part.done, part.images)  # refuses a foreign part file
         self.mine = SensitivityCheckpoint(None if self.path is None else f"{self.path}.part{rank}", fingerprint)
         self.mine.weight, self.mine.act, self.mine.done = dict(main.weight), dict(main.act), list(main.done)
+        self.mine.images = dict(main.images)
         dist.barrier()  # every process has read the old part files before any writes its own
 
-    def record(self, name: str, weight_row: list[float] | None, act_row: list[float] | None) -> None:
+    def record(self, name: str, weight_row: list[float] | None, act_row: list[float] | None,
+               images: dict[str, list[int]] | None = None) -> None:
         """Store one finished layer in this process's part file."""
-        self.mine.record(name, weight_row, act_row)
+        self.mine.record(name, weight_row, act_row, images)
 
     def merge(self) -> None:
         """Gather every process's rows into `main` (all processes); rank 0 writes it and
         removes the part files."""
-        parts = dist.all_gather_objects((self.mine.weight, self.mine.act, self.mine.done))
-        for weight, act, done in parts:
-            for name in done:
-                if name not in self.main.done:
-                    self.main.weight.update({name: weight[name]} if name in weight else {})
-                    self.main.act.update({name: act[name]} if name in act else {})
-                    self.main.done.append(name)
+        mine = self.mine
+        for part in dist.all_gather_objects((mine.weight, mine.act, mine.done, mine.images)):
+            _absorb(self.main, *part)
         if dist.is_main() and self.path is not None and self.main.done:
             last = self.main.done[-1]
             self.main.record(last, self.main.weight.get(last), self.main.act.get(last))  # writes the whole file
@@ -55,11 +54,12 @@ class PartCheckpoints:
         dist.barrier()
 
 
-def _absorb(main: SensitivityCheckpoint, part: SensitivityCheckpoint) -> None:
-    for name in part.done:
+def _absorb(main: SensitivityCheckpoint, weight: dict[str, list[float]], act: dict[str, list[float]],
+            done: list[str], images: dict[str, dict[str, list[int]]]) -> None:
+    """Add the finished layers of one part (its rows and images used) that `main` lacks."""
+    for name in done:
         if name not in main.done:
-            if name in part.weight:
-                main.weight[name] = part.weight[name]
-            if name in part.act:
-                main.act[name] = part.act[name]
+            for mine, theirs in ((main.weight, weight), (main.act, act), (main.images, images)):
+                if name in theirs:
+                    mine[name] = theirs[name]
             main.done.append(name)

@@ -13,6 +13,7 @@ contiguous, cost-balanced share of the groups (`quant.dist.shard`).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -23,6 +24,8 @@ from quant.progress import Progress
 
 from ._chain import Chain
 from ._data import CalibSet
+from ._anchored import UnitProbe, anchored_means
+from ._early_stop import EarlyStop, RunningMean, should_stop
 from .metrics import per_sample_damage
 
 __all__ = ["Group", "group_layers", "group_cost", "baseline_logits", "sweep"]
@@ -62,35 +65,76 @@ def baseline_logits(qmodel: nn.Module, calib: CalibSet, device: torch.device) ->
 def sweep(qmodel: nn.Module, sites: dict[str, Any], groups: list[Group], chain: Chain | None,
           calib: CalibSet, labels: list[torch.Tensor] | None, base_logits: list[torch.Tensor],
           device: torch.device, settings: Callable[[str], list[tuple[str, int | None, int | None]]],
-          metric: str, record: Callable[[str, dict[str, list[float]]], None], progress: Progress) -> None:
-    """Measure every pair of `groups`; call ``record(name, rows)`` when a layer is finished.
+          metric: str, record: Callable[[str, dict[str, list[float]], dict[str, list[int]]], None],
+          progress: Progress, stop: EarlyStop | None = None, anchor_bits: int | None = None) -> None:
+    """Measure every pair of `groups`; call ``record(name, rows, used)`` when a layer is finished.
 
     ``settings(name)`` lists the layer's pairs as ``(table, w_bits, a_bits)`` (table "weight" or
-    "act"); ``rows`` maps each table to the layer's mean damages in that order. Sites are
-    restored to ``base`` (the bits each site had on entry) after every pair.
+    "act"); ``rows`` maps each table to the layer's mean damages in that order and ``used`` to
+    the number of images each mean is over (all of them unless `stop` ended a pair early,
+    `profiling._early_stop`). With `anchor_bits`, layers inside a unit run the whole suffix at
+    that bit-width only (`profiling._anchored`). Sites are restored to the bits they had on entry
+    after every pair.
     """
-    n_images = calib.size
     for group in groups:
         plan = {name: settings(name) for name in group.names}
-        sums = {name: [0.0] * len(pairs) for name, pairs in plan.items()}
+        stats = {name: [RunningMean() for _ in pairs] for name, pairs in plan.items()}
+        errors = {name: [0.0] * len(pairs) for name, pairs in plan.items()}
+        running = {name: list(range(len(pairs))) for name, pairs in plan.items()}
+        anchored = anchor_bits is not None and chain is not None and 0 <= group.k < len(chain)
         for i, x in enumerate(calib.images):
+            if not any(running.values()):
+                progress.update(sum(len(p) for p in plan.values()) * (len(calib.images) - i))
+                break
             x = x.to(device)
             y = None if labels is None else labels[i].to(device)
             h = chain.input_of(x, group.k) if chain is not None and group.k >= 0 else None
+            probe = UnitProbe(chain, group.k, h) if anchored else None
             for name, pairs in plan.items():
                 site = sites[name]
                 base = (site.w_bits, site.a_bits)
                 try:
-                    for j, (_, w_bits, a_bits) in enumerate(pairs):
+                    for j in running[name]:
+                        table, w_bits, a_bits = pairs[j]
                         site.set_bits(w_bits, a_bits)
-                        logits = chain.run_from(x, group.k, h) if chain is not None else qmodel(x)
-                        sums[name][j] += float(per_sample_damage(metric, logits, base_logits[i], y).sum())
-                        progress.update(1)
+                        if probe is not None and (w_bits if table == "weight" else a_bits) != anchor_bits:
+                            errors[name][j] += probe.error(probe.run())
+                            continue
+                        with probe.capture() if probe is not None else nullcontext([]) as unit_out:
+                            logits = chain.run_from(x, group.k, h) if chain is not None else qmodel(x)
+                        stats[name][j].add(per_sample_damage(metric, logits, base_logits[i], y))
+                        if probe is not None:
+                            errors[name][j] += probe.error(unit_out[0])
                 finally:
                     site.set_bits(*base)
-            del h
+                progress.update(len(pairs))
+                if stop is not None:
+                    running[name] = _still_running(pairs, stats[name], running[name], stop)
+            del h, probe
         for name, pairs in plan.items():
             rows: dict[str, list[float]] = {}
-            for (table, _, _), total in zip(pairs, sums[name]):
-                rows.setdefault(table, []).append(total / n_images)
-            record(name, rows)
+            used: dict[str, list[int]] = {}
+            for (table, _, _), stat in zip(pairs, stats[name]):
+                rows.setdefault(table, []).append(stat.mean)
+                used.setdefault(table, []).append(stat.n if not anchored else calib.size)
+            if anchored:
+                rows = {table: _anchored_row(name, table, pairs, stats[name], errors[name], anchor_bits)
+                        for table in rows}
+            record(name, rows, used)
+
+
+def _anchored_row(name: str, table: str, pairs: list[tuple[str, int | None, int | None]],
+                  stats: list[RunningMean], errors: list[float], anchor_bits: int) -> list[float]:
+    idx = [j for j, p in enumerate(pairs) if p[0] == table]
+    bits = [pairs[j][1] if table == "weight" else pairs[j][2] for j in idx]
+    a = bits.index(anchor_bits)
+    return anchored_means(name, table, stats[idx[a]].mean, [errors[j] for j in idx], a)
+
+
+def _still_running(pairs: list[tuple[str, int | None, int | None]], stats: list[RunningMean],
+                   running: list[int], stop: EarlyStop) -> list[int]:
+    """The pairs of one layer that go on to the next batch."""
+    table_max: dict[str, float] = {}
+    for (table, _, _), stat in zip(pairs, stats):
+        table_max[table] = max(table_max.get(table, 0.0), abs(stat.mean))
+    return [j for j in running if not should_stop(stats[j], table_max[pairs[j][0]], stop)]

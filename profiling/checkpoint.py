@@ -1,7 +1,8 @@
 """Resumable sensitivity results: a JSON checkpoint rewritten atomically after each layer.
 
 The file holds a *fingerprint* (model class, parameter hash, site names, bits, metric,
-baseline, which tables, calibration-data hash, quantizer config) and the finished rows. A run
+baseline, which tables, calibration-data hash, quantizer config, early-stopping rule) and the
+finished rows (with early stopping, also the images each pair used; files without them load). A run
 that finds a checkpoint with the same fingerprint reuses its rows; a different fingerprint is
 refused (`CheckpointMismatchError`) naming each differing field, because silently mixing rows
 measured under different conditions would corrupt the profile. Writes go to a temporary file in
@@ -31,6 +32,7 @@ class SensitivityCheckpoint:
         self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples -> lists
         self.weight: dict[str, list[float]] = {}
         self.act: dict[str, list[float]] = {}
+        self.images: dict[str, dict[str, list[int]]] = {}  # early stopping: images per pair
         self.done: list[str] = []
         if self.path is not None and self.path.exists():
             self._load()
@@ -62,10 +64,15 @@ class SensitivityCheckpoint:
             )
         self.weight = {k: list(v) for k, v in doc.get("weight", {}).items()}
         self.act = {k: list(v) for k, v in doc.get("act", {}).items()}
+        self.images = {k: {t: list(c) for t, c in v.items()} for k, v in doc.get("images", {}).items()}
         self.done = list(doc.get("done", []))
 
-    def record(self, name: str, weight_row: list[float] | None, act_row: list[float] | None) -> None:
-        """Store one finished layer and rewrite the file atomically."""
+    def record(self, name: str, weight_row: list[float] | None, act_row: list[float] | None,
+               images: dict[str, list[int]] | None = None) -> None:
+        """Store one finished layer (with the images each pair used, under early stopping) and
+        rewrite the file atomically."""
+        if images is not None:
+            self.images[name] = {t: [int(c) for c in counts] for t, counts in images.items()}
         if weight_row is not None:
             self.weight[name] = [float(v) for v in weight_row]
         if act_row is not None:
@@ -79,6 +86,7 @@ class SensitivityCheckpoint:
                 "done": self.done,
                 "weight": self.weight,
                 "act": self.act,
+                **({"images": self.images} if self.images else {}),
             })
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,11 +15,14 @@ import torch
 import torch.nn as nn
 
 from ._data import DEFAULT_BATCH_SIZE, as_calib_set
+from ._early_stop import EarlyStop
 from .costs import layer_costs
 from .lrp import DEFAULT_EPSILON, lrp_importance
 from .sensitivity import measure_sensitivity
 
 __all__ = ["profile_model", "library_version"]
+
+CALIBRATE_BATCH = 64  # quant.calibrate's batching; its value subsample depends on it
 
 
 def library_version() -> str:
@@ -50,6 +53,8 @@ def profile_model(
     lrp_epsilon: float = DEFAULT_EPSILON,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
     metadata: dict[str, Any] | None = None,
+    early_stop: EarlyStop | None = None,
+    anchor_bits: int | None = None,
 ):
     """Profile `model` on `calib_data` and return an `allocator.Profile`.
 
@@ -73,6 +78,13 @@ def profile_model(
     out between the processes and every process returns the same profile. `metadata` entries
     (e.g. where the weights came from) are added to the profile's metadata.
 
+    `early_stop` (a `profiling.EarlyStop`, opt-in) ends each sensitivity pair once its mean
+    damage is known to the rule's precision, visiting the images in an order seeded by `seed`;
+    the metadata then records the rule (``early_stop``) and the images each pair used
+    (``sensitivity_images``: ``{"weight": (L, B), "act": (L, B)}`` lists of counts).
+    `anchor_bits` (opt-in approximation, see `measure_sensitivity`) is recorded as
+    ``metadata["anchor_bits"]`` when used.
+
     `config` is a `quant.QuantConfig` (default one if None). `seed` seeds torch before each
     stage (in a forked RNG scope: the caller's random state is left as it was), so repeated
     calls give identical profiles. `model` is not modified.
@@ -83,6 +95,8 @@ def profile_model(
 
     if pin_first_last is not None and bits_defect(pin_first_last, "pin_first_last"):
         raise ValueError(f"{bits_defect(pin_first_last, 'pin_first_last')}, or None (no pin)")
+    if early_stop is not None and not isinstance(early_stop, EarlyStop):
+        raise TypeError(f"early_stop={early_stop!r}; expected a profiling.EarlyStop or None")
     config = QuantConfig() if config is None else config
     calib = as_calib_set(calib_data, batch_size)
     was_training = model.training
@@ -106,17 +120,21 @@ def profile_model(
             timings["lrp_s"] = time.perf_counter() - t
 
         w_table = a_table = None
+        stop_meta: dict[str, Any] = {}
         if weight or activation:
             torch.manual_seed(seed)
             t = time.perf_counter()
             qmodel = prepare(model, config)
-            calibrate(qmodel, calib.all_images())  # its own fixed batching: independent of batch_size
+            # quant's own fixed batching (64), independent of batch_size; given as those batches,
+            # so no temporary the size of the whole set is made (nor, for a dataset, all read at once)
+            calibrate(qmodel, calib.rebatched(CALIBRATE_BATCH).images, batch_size=CALIBRATE_BATCH)
             timings["calibrate_s"] = time.perf_counter() - t
             sens = measure_sensitivity(
                 qmodel, calib, bits=bits, metric=metric, baseline_bits=baseline_bits,
                 weight=weight, activation=activation, checkpoint=checkpoint,
                 fingerprint_extra={"quant_config": _jsonable(config), "seed": seed},
                 verbose=verbose, batch_size=batch_size,
+                early_stop=None if early_stop is None else replace(early_stop, seed=seed), anchor_bits=anchor_bits,
             )
             timings["sensitivity_s"] = sens.seconds
             if sens.names != [s.name for s in sites]:
@@ -126,6 +144,10 @@ def profile_model(
                 )
             w_table = None if sens.weight is None else np.maximum(sens.weight, 0.0)
             a_table = None if sens.act is None else np.maximum(sens.act, 0.0)
+            if early_stop is not None:
+                stop_meta = _early_stop_metadata(sens)
+            if sens.anchor_bits is not None:
+                stop_meta["anchor_bits"] = sens.anchor_bits
     finally:
         model.train(was_training)
         rng_scope.close()
@@ -150,6 +172,7 @@ def profile_model(
         "pinned_bits": pin_first_last,
         "batch_size": batch_size,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        **stop_meta,
         **(metadata or {}),
     }
     return Profile(
@@ -157,6 +180,12 @@ def profile_model(
         weight_sensitivity=w_table, act_sensitivity=a_table, metric=metric,
         baseline_bits=baseline_bits, metadata=metadata,
     )
+
+
+def _early_stop_metadata(sens: Any) -> dict[str, Any]:
+    """The early-stopping rule and the images each (layer, bits) pair used, for the metadata."""
+    used = {t: a.tolist() for t, a in (("weight", sens.weight_images), ("act", sens.act_images)) if a is not None}
+    return {"early_stop": sens.early_stop.to_dict(), "sensitivity_images": used}
 
 
 def _cuda_indices(model: nn.Module) -> list[int]:

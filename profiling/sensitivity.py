@@ -15,6 +15,10 @@ unit (patch embedding) re-run everything; layers after the last (heads) re-run o
 Memory: one calibration batch (``batch_size`` images) and one unit input at a time
 (`profiling._sweep`), whatever the calibration set's size. Inputs go to the model's device.
 
+Early stopping (opt-in, `profiling._early_stop`): a pair stops once its mean damage is known to a
+stated precision, or is negligible next to the layer's lowest-bit damage; the images each pair
+used are returned (and recorded in the profile).
+
 Resumable: with a checkpoint path, each finished layer is written atomically; a rerun reuses
 finished layers and refuses a checkpoint made under other conditions (`profiling.checkpoint`).
 Under torchrun the layers are shared out between the processes, whose rows are merged so that
@@ -38,6 +42,7 @@ from quant.progress import Progress
 
 from ._chain import Chain, find_chain
 from ._data import DEFAULT_BATCH_SIZE, as_calib_set
+from ._early_stop import EarlyStop
 from ._shards import PartCheckpoints
 from ._sweep import baseline_logits, group_cost, group_layers, sweep
 from .checkpoint import SensitivityCheckpoint
@@ -62,6 +67,11 @@ class SensitivityResult:
     setup_cpu_seconds: float   # process CPU time of the setup
     pairs: int                 # (site, bits) evaluations run in this call
     cached: bool               # whether the suffix cache was used
+    early_stop: EarlyStop | None = None
+    weight_images: np.ndarray | None = None  # (L, B) images each mean is over; early stopping only
+    act_images: np.ndarray | None = None
+    images: int = 0            # calibration images available to every pair
+    anchor_bits: int | None = None  # anchored approximation (None: every pair exact)
 
 
 def _check_bits(bits: Sequence[int], baseline_bits: int | None) -> tuple[int, ...]:
@@ -92,6 +102,8 @@ def measure_sensitivity(
     verbose: bool = True,
     sites: Sequence[str] | None = None,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
+    early_stop: EarlyStop | None = None,
+    anchor_bits: int | None = None,
 ) -> SensitivityResult:
     """Sensitivity tables of a prepared and calibrated model (`quant.prepare` + `quant.calibrate`).
 
@@ -99,7 +111,13 @@ def measure_sensitivity(
     exists for benchmarks and debugging. `cache=False` re-runs the whole network for every pair
     (the reference the cached path is tested against). The site bits of `qmodel` are restored.
     `batch_size` images go through the network at a time (None: the batches as given); the
-    tables agree across batch sizes to float rounding.
+    tables agree across batch sizes to float rounding. `early_stop` (`EarlyStop`, opt-in) ends
+    each pair once its mean is known to the rule's precision; the images are then visited in the
+    rule's seeded random order and the images each pair used are returned. `anchor_bits` (one of
+    `bits`, opt-in, an approximation) runs the whole network only at that bit-width and scales
+    the others by the error they make at the output of the layer's own transformer unit
+    (`profiling._anchored`); layers outside the units, and models without a unit chain, are
+    measured exactly.
     """
     from quant import quant_sites
 
@@ -107,7 +125,12 @@ def measure_sensitivity(
     check_metric(metric)
     if not (weight or activation):
         raise ValueError("weight=False and activation=False: nothing to measure")
+    _check_anchor(anchor_bits, bits, early_stop)
     calib = as_calib_set(calib_data, batch_size)
+    if early_stop is not None:
+        if not isinstance(early_stop, EarlyStop):
+            raise TypeError(f"early_stop={early_stop!r}; expected a profiling.EarlyStop or None")
+        calib = calib.shuffled(early_stop.seed)  # every prefix a random sample (ImageFolders are class-sorted)
     labels = calib.require_labels(f"metric={metric!r}") if needs_labels(metric) else calib.labels
     qsites = quant_sites(qmodel)
     names = list(qsites)
@@ -128,6 +151,8 @@ def measure_sensitivity(
         "activation": bool(activation),
         "data_hash": calib.fingerprint(),
         "batch_size": batch_size,
+        **({"early_stop": early_stop.to_dict()} if early_stop is not None else {}),
+        **({"anchor_bits": anchor_bits} if anchor_bits is not None else {}),
         **(fingerprint_extra or {}),
     }
     ckpt = SensitivityCheckpoint(checkpoint, fingerprint)
@@ -173,14 +198,15 @@ def measure_sensitivity(
                 n_pairs = sum(len(settings(n)) for g in groups for n in g.names)
                 setup, setup_cpu = time.perf_counter() - t0, time.process_time() - c0
 
-                def record(name: str, rows: dict[str, list[float]]) -> None:
+                def record(name: str, rows: dict[str, list[float]], used: dict[str, list[int]]) -> None:
                     w_row = None if not weight else rows.get("weight", [0.0] * B)
-                    (parts or ckpt).record(name, w_row, rows.get("act") if activation else None)
+                    (parts or ckpt).record(name, w_row, rows.get("act") if activation else None,
+                                           used if early_stop is not None else None)
 
                 with Progress(n_pairs * len(calib.images), "sensitivity", "layer x bits x batch",
                               enabled=verbose) as progress:
                     sweep(qmodel, qsites, groups, chain, calib, labels, base_logits, device, settings, metric,
-                          record, progress)
+                          record, progress, early_stop, anchor_bits)
         if parts is not None:
             parts.merge()
     finally:
@@ -194,12 +220,29 @@ def measure_sensitivity(
             return None
         return np.array([rows.get(n, [0.0] * B) for n in names], dtype=np.float64)
 
+    def used(which: str, enabled: bool) -> np.ndarray | None:
+        if early_stop is None or not enabled:
+            return None
+        return np.array([ckpt.images.get(n, {}).get(which, [0] * B) for n in names], dtype=np.int64)
+
     return SensitivityResult(
         names=names, bits=bits, weight=table(ckpt.weight, weight), act=table(ckpt.act, activation),
         metric=metric, baseline_bits=baseline_bits, seconds=seconds, setup_seconds=setup,
         cpu_seconds=cpu_seconds, setup_cpu_seconds=setup_cpu, pairs=n_pairs,
-        cached=chain is not None,
+        cached=chain is not None, early_stop=early_stop, weight_images=used("weight", weight),
+        act_images=used("act", activation), images=calib.size,
+        anchor_bits=anchor_bits if chain is not None else None,
     )
+
+
+def _check_anchor(anchor_bits: int | None, bits: tuple[int, ...], early_stop: EarlyStop | None) -> None:
+    if anchor_bits is None:
+        return
+    if isinstance(anchor_bits, bool) or anchor_bits not in bits:
+        raise ValueError(f"anchor_bits={anchor_bits!r}; expected one of the measured bits {list(bits)} "
+                         "(the lowest is the usual choice), or None for the exact matrix")
+    if early_stop is not None:
+        raise ValueError("anchor_bits and early_stop cannot be combined; choose one approximation")
 
 
 def _chain_reproduces(chain: Chain, x: torch.Tensor, base: torch.Tensor) -> bool:

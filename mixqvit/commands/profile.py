@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
     loaded.model.to(runtime.device)
-    calib = load_calibration(loaded, args.data, args.calib, args.seed)
+    calib = load_calibration(loaded, args.data, args.calib, args.seed, lazy=True)  # read batch by batch
     if ckpt is not None and ckpt.exists() and runtime.main:
         print(f"checkpoint {ckpt} exists: resuming from it", flush=True)
     with Timer() as t:
@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
         profile.save(out)
         procs = f" x {runtime.world_size} processes" if runtime.world_size > 1 else ""
         print(f"profiled {len(profile.layers)} layers of {loaded.name} at bits {list(profile.bits)} on "
-              f"{len(calib[0])} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
+              f"{profile.metadata['calibration_size']} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
     return 0
