@@ -78,7 +78,7 @@ METHODS: dict[str, tuple[str, dict]] = {
 }
 
 #: Steps of the optional output reconstruction of method "default+recon".
-RECON_STEPS = 100
+RECON_STEPS = 300
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

@@ -9,6 +9,7 @@ from quant import QuantConfig, calibrate, find_post_ln_groups, prepare, quant_si
 from quant.outliers import plant_outliers
 from quant.gptq import HessianAccumulator, gptq_quantize
 from quant.quantizers import WeightQuantizer
+from quant.reconstruct import reconstruct
 from quant.ranges import SEARCH_PERCENTILES, estimate_range, fake_quantize, qparams_from_range
 
 from quant_helpers import build_tiny, make_images
@@ -96,6 +97,34 @@ def test_reconstruction_options_lower_the_logit_error(tiny_kind, calib_images, o
     assert torch.equal(out, again)
     if "weight_rounding" in overrides:
         assert (out - ref).norm() < (base - ref).norm()
+
+
+def _fit_error(qmodel: torch.nn.Module, model: torch.nn.Module, images: torch.Tensor) -> float:
+    """The reconstruction's objective on ``images``: feature MSE over the float variance + logit KL."""
+    with torch.no_grad():
+        qf, tf = qmodel.forward_features(images), model.forward_features(images)
+        ql, tl = qmodel.forward_head(qf), model.forward_head(tf)
+        kl = torch.nn.functional.kl_div(ql.log_softmax(-1), tl.log_softmax(-1), log_target=True, reduction="batchmean")
+        return float((qf - tf).pow(2).mean() / tf.var() + kl)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_reconstruction_lowers_its_objective_deterministically(tiny_kind, calib_images, drop):
+    model = build_tiny(tiny_kind)
+    cfg = QuantConfig(edge_bits=None)
+    runs = []
+    for _ in range(2):
+        qmodel = quantize(model, "W3A3", calib_images, config=cfg)
+        before = _fit_error(qmodel, model, calib_images)
+        reconstruct(qmodel, model, calib_images, steps=25, batch_size=16, seed=0, drop=drop)
+        runs.append(qmodel)
+    after = _fit_error(runs[0], model, calib_images)
+    assert after < before
+    assert all(p.requires_grad for p in runs[1].parameters()), "the caller's requires_grad flags come back"
+    with torch.no_grad():
+        assert torch.equal(runs[0](calib_images), runs[1](calib_images)), "deterministic for a seed"
+    with pytest.raises(ValueError, match="drop"):
+        reconstruct(runs[0], model, calib_images, steps=1, drop=1.0)
 
 
 def test_sequential_calibration_sees_quantized_inputs(calib_images):
