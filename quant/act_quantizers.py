@@ -9,6 +9,8 @@ Every quantizer has ``bits`` (``None`` = pass-through float) and ``set_bits``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -41,6 +43,8 @@ class ActObserver(nn.Module):
         #: channel (last-dim index) of each sampled value, with ``channel_stats``
         self.register_buffer("sample_channel", torch.empty(0, dtype=torch.long), persistent=False)
         self.n_seen = 0
+        #: bumped whenever the statistics change, so parameters derived from them know they are stale
+        self.version = 0
 
     def reset(self) -> None:
         """Forget all statistics and restart the (seeded) subsampling stream."""
@@ -52,6 +56,7 @@ class ActObserver(nn.Module):
         self.sample = torch.empty(0, device=dev)
         self.sample_channel = torch.empty(0, dtype=torch.long, device=dev)
         self.n_seen = 0
+        self.version += 1
         self._gen = torch.Generator().manual_seed(self.seed)
 
     @property
@@ -96,6 +101,7 @@ class ActObserver(nn.Module):
             chan = torch.arange(m, device=x.device) % channels
             self.sample_channel = self._merge(self.sample_channel, chan, keep_old, take_new)
         self.n_seen = seen + m
+        self.version += 1
 
     @staticmethod
     def _merge(old: torch.Tensor, new: torch.Tensor, keep_old: torch.Tensor | None,
@@ -116,6 +122,7 @@ class ActObserver(nn.Module):
         self.min_val, self.max_val = self.ch_min.min(), self.ch_max.max()
         if self.sample.numel():
             self.sample = (self.sample - mid[self.sample_channel]) / r[self.sample_channel]
+        self.version += 1
 
     def finish(self) -> None:
         """Stop observing and drop the random generator (keeps the module deep-copyable)."""
@@ -129,7 +136,9 @@ class ActQuantizer(nn.Module):
     ``kind``: ``"uniform"`` (per-tensor, range from ``method``), ``"log2"``/``"logsqrt2"``
     (scale = observed maximum for ``"minmax"``, else the MSE-best phase of the level grid). ``fixed_range`` (set by LayerNorm folding) overrides the
     calibrated range of a uniform quantizer. Parameters are computed lazily for the current
-    bit-width, so ``set_bits`` after ``calibrate`` needs no new data.
+    bit-width, so ``set_bits`` after ``calibrate`` needs no new data, and kept per bit-width
+    until the statistics or the fixed range change: switching plans (``PlanSwitcher``) repeats
+    no range search.
     """
 
     def __init__(
@@ -154,6 +163,9 @@ class ActQuantizer(nn.Module):
         self.quantizer: nn.Module = UniformQuantizer() if kind == "uniform" else LogQuantizer("log2" if kind == "log" else kind)
         self.fixed_range: tuple[float, float] | None = None
         self._installed_bits: int | None = None
+        #: bits -> the parameters ``_derive`` computed, valid while ``_derived_from`` holds
+        self._derived: dict[int, Any] = {}
+        self._derived_from: tuple | None = None
 
     def set_bits(self, bits: int | None) -> None:
         self.bits = check_bits(bits, "activation bits")
@@ -162,6 +174,7 @@ class ActQuantizer(nn.Module):
     def invalidate(self) -> None:
         """Mark parameters stale (after new statistics or a new fixed range)."""
         self._installed_bits = None
+        self._derived = {}
 
     def set_fixed_range(self, lo: float, hi: float) -> None:
         """Use ``[lo, hi]`` instead of the calibrated range (LayerNorm-folded inputs)."""
@@ -169,6 +182,20 @@ class ActQuantizer(nn.Module):
         self.invalidate()
 
     def _install(self, bits: int, device: torch.device) -> None:
+        source = (self.observer.version, self.fixed_range, device)
+        if source != self._derived_from:
+            self._derived, self._derived_from = {}, source
+        if bits not in self._derived:
+            self._derived[bits] = self._derive(bits, device)
+        derived = self._derived[bits]
+        if self.kind == "uniform":
+            self.quantizer.set_qparams(derived)  # copies
+        else:
+            self.quantizer.base, scale = derived
+            self.quantizer.bits, self.quantizer.scale = bits, scale.clone()
+
+    def _derive(self, bits: int, device: torch.device) -> Any:
+        """From the statistics at ``bits``: the uniform ``QParams``, or the log ``(base, scale)``."""
         obs = self.observer
         if self.kind != "uniform":
             if not obs.calibrated:
@@ -178,10 +205,7 @@ class ActQuantizer(nn.Module):
                 base, max_val = log_base_search(obs.sample, max_val, bits)
             elif self.method != "minmax" and obs.sample.numel():
                 max_val = log_scale_search(obs.sample, max_val, bits, self.kind)[0]
-            self.quantizer.base = base
-            self.quantizer.bits = bits
-            self.quantizer.scale = max_val.to(device)
-            return
+            return base, max_val.to(device)
         if self.fixed_range is not None:
             lo, hi = (torch.tensor(v, device=device) for v in self.fixed_range)
         elif not obs.calibrated:
@@ -191,7 +215,7 @@ class ActQuantizer(nn.Module):
         else:
             lo, hi = estimate_range(obs.sample[None, :], self.method, bits, self.symmetric, self.percentile, self.grid)
             lo, hi = lo[0], hi[0]
-        self.quantizer.set_qparams(qparams_from_range(lo.to(device), hi.to(device), bits, self.symmetric))
+        return qparams_from_range(lo.to(device), hi.to(device), bits, self.symmetric)
 
     def materialize(self) -> None:
         """Compute the quantization parameters for the current bits now instead of at the next

@@ -171,3 +171,28 @@ def test_quantized_model_inference_equals_its_autograd_forward(kind, rounding):
             with torch.no_grad():
                 cached = site.quantized_weight()
             assert torch.equal(cached, site.weight_quant(site.weight))
+
+
+def test_activation_ranges_are_searched_once_per_bit_width(monkeypatch):
+    """Switching plans repeats no range search; new statistics do."""
+    from quant import ActQuantizer, calibrate
+
+    calls = []
+    derive = ActQuantizer._derive
+    monkeypatch.setattr(ActQuantizer, "_derive", lambda self, bits, device: calls.append(bits) or derive(self, bits, device))
+    calib, images = make_images(16), make_images(4, seed=3)
+    qmodel = quantize(build_tiny("vit"), "W3A3", calib, config=QuantConfig(weight_rounding="nearest"))
+    sites = quant_sites(qmodel)
+
+    def logits(bits: int) -> torch.Tensor:
+        for s in sites.values():
+            s.set_bits(bits, bits)
+        with torch.no_grad():
+            return qmodel(images)
+
+    at3, at4 = logits(3), logits(4)
+    searched = len(calls)
+    assert searched > 0 and set(calls) == {3, 4}
+    assert torch.equal(logits(3), at3) and torch.equal(logits(4), at4) and len(calls) == searched
+    calibrate(qmodel, make_images(16, seed=5))  # other statistics: searched again, other ranges
+    assert not torch.equal(logits(3), at3) and len(calls) > searched
