@@ -246,8 +246,12 @@ def dist_child(n_images: int, bits: tuple[int, ...]) -> dict:
     dist.barrier()
     wall = time.perf_counter() - t0
     doc = prof.to_dict()
-    doc["metadata"].pop("timings_s")
-    return {"wall_s": wall, "cpu_s": cpu, "profile": doc}
+    phases = doc["metadata"].pop("timings_s")
+    return {"wall_s": wall, "cpu_s": cpu, "phases_wall_s": phases, "profile": doc}
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 2) for k, v in d.items()}
 
 
 def bench_dist(n_images: int = 4, bits: tuple[int, ...] = (2, 4, 8)) -> dict:
@@ -262,7 +266,9 @@ def bench_dist(n_images: int = 4, bits: tuple[int, ...] = (2, 4, 8)) -> dict:
            "wall_1proc_s": round(one["wall_s"], 2), "wall_2proc_s": round(two[0]["wall_s"], 2),
            "ratio": round(ratio, 3), "cpu_1proc_s": round(one["cpu_s"], 2),
            "cpu_2proc_s": [round(t["cpu_s"], 2) for t in two], "cpu_ratio": round(cpu_ratio, 3), "target": 0.65,
-           "identical": two[0]["profile"] == one["profile"] == two[1]["profile"]}
+           "identical": two[0]["profile"] == one["profile"] == two[1]["profile"],
+           "phases_wall_s": {"1proc": _rounded(one["phases_wall_s"]),
+                             "2proc": [_rounded(t["phases_wall_s"]) for t in two]}}
     print(f"2 processes vs 1: wall {row['wall_2proc_s']} s vs {row['wall_1proc_s']} s = {row['ratio']:.2f}; busiest "
           f"process's CPU time / 1 process's = {cpu_ratio:.2f} (target <= 0.65); identical profile: "
           f"{row['identical']}", flush=True)
