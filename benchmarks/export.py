@@ -2,6 +2,7 @@
 
     nice -n 10 python -m benchmarks.export [--models fmnist_vit fmnist_deit fmnist_swin]
                                            [--n-test 10000] [--calib 256] [--threads 1] [--out PATH]
+                                           [--no-other-cpus]
 
 For each model: profile it as the demo does (``profiling.profile_model`` through
 ``mixqvit.evaluation.profile_loaded`` on the calibration images and labels, bits 2,3,4,6,8), then for uniform W8A8, uniform W4A4 and the mixed plan
@@ -11,10 +12,14 @@ For each model: profile it as the demo does (``profiling.profile_model`` through
   logits with the in-memory fake-quant model's on the test images;
 * write the ONNX file and run it in onnxruntime (graph optimisations on, as deployed); compare
   its logits and top-1 with the fake-quant model's on the test images;
-* as a control, move the first LayerNorm's bias of the fake-quant model by one float32 ulp and
-  compare its logits with the unmoved model's: float noise of that size (other GEMM and
-  LayerNorm kernels make as much) flips a few activation codes at level boundaries, and the
-  flips spread, so this is the floor any runtime other than torch itself can reach.
+* controls -- how far the fake-quant model moves against ITSELF, which bounds the agreement any
+  other runtime can be asked for: (a) the first LayerNorm's bias moved by one float32 ulp; (b) the
+  same packed model evaluated by torch in a subprocess restricted to other CPU kernels, as another
+  x86 CPU runs it: AVX2 (``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+  ONEDNN_MAX_CPU_ISA=AVX2``) and no vector extensions past SSE4.2 (``ATEN_CPU_CAPABILITY=default
+  MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41``); logits and top-1 against the
+  in-process model. Float noise of an ulp flips a few activation codes at level boundaries and
+  the flips spread, so no runtime can be held closer than these.
 
 Sizes: the float model as safetensors, the packed and ONNX files, the plan's ``size_bytes``
 (weights at their widths), and the packed file's overhead (per-channel scales, float tensors,
@@ -31,6 +36,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -40,6 +47,11 @@ import torch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export.json"
 BITS = (2, 3, 4, 6, 8)
+#: torch's CPU kernels as other x86 CPUs get them (ATen's dispatch, MKL's GEMM, oneDNN's conv).
+OTHER_CPUS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "sse4.2": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
 
 
 def _logits(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -63,6 +75,37 @@ def _one_ulp_control(qmodel: torch.nn.Module) -> torch.nn.Module:
     return other
 
 
+def _torch_elsewhere(packed: Path, images: Path, kernels: str, threads: int, work: Path) -> tuple[torch.Tensor, str]:
+    """Logits of the packed model on ``images`` from a fresh torch limited to ``OTHER_CPUS[kernels]``
+    (the kernels are chosen when torch loads, hence a subprocess), and the capability it ran with."""
+    out = work / f"logits_{kernels}.pt"
+    env = {**os.environ, **OTHER_CPUS[kernels], "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "benchmarks.export", "--logits-of", str(packed), "--images", str(images),
+                    "--threads", str(threads), "--out", str(out)], env=env, check=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    result = torch.load(out)
+    return result["logits"], result["capability"]
+
+
+def _agreement(want: torch.Tensor, got: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Relative L2 of ``got``'s logits to ``want``'s (all images, median image, images above 1e-3),
+    top-1 of ``got`` and the predictions that differ."""
+    per_image = (want - got).norm(dim=1) / want.norm(dim=1)
+    return {"rel_l2": _rel(want, got), "median_image_rel": float(per_image.median()),
+            "images_rel_gt_1e-3": int((per_image > 1e-3).sum()),
+            "top1": float((got.argmax(1) == labels).float().mean()) * 100,
+            "predictions_differing": int((want.argmax(1) != got.argmax(1)).sum())}
+
+
+def _logits_of_packed(packed: Path, images: Path, out: Path) -> int:
+    """The subprocess side of :func:`_torch_elsewhere`."""
+    from quant import load_packed
+
+    logits = _logits(load_packed(packed), torch.load(images))
+    torch.save({"logits": logits, "capability": torch.backends.cpu.get_cpu_capability()}, out)
+    return 0
+
+
 def _plans(profile):
     from allocator import Budget, NonBindingLimitWarning, Plan, solve
 
@@ -79,7 +122,8 @@ def _plans(profile):
     return main, demo
 
 
-def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) -> tuple[list[dict], list[dict]]:
+def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path,
+              other_cpus: bool = True) -> tuple[list[dict], list[dict]]:
     import onnxruntime as ort
     from safetensors.torch import save as safetensors_bytes
 
@@ -95,6 +139,8 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
     calib = calib_pair[0]
     test = load_test(loaded, None, n_test)
     images, labels = test.images, test.labels
+    images_file = work / f"{name}_test_images.pt"
+    torch.save(images, images_file)
     float_bytes = len(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
     t0 = time.perf_counter()
     profile = profile_loaded(loaded, calib_pair, bits=BITS, verbose=False, seed=0)  # as the demo profiles
@@ -106,36 +152,33 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
     for label, plan in main:
         qmodel = quantize(model, plan, calib)
         want = _logits(qmodel, images)
+        top1_fq = float((want.argmax(1) == labels).float().mean()) * 100
         packed = export(qmodel, work / f"{name}.safetensors", format="packed", plan=plan, arch=arch, model_kwargs=kwargs)
         reloaded = _logits(load_packed(packed.path), images)
-        control = _logits(_one_ulp_control(qmodel), images)
         t0 = time.perf_counter()
         onnx_file = export(qmodel, work / f"{name}.onnx", format="onnx", plan=plan)
         onnx_s = time.perf_counter() - t0
         session = ort.InferenceSession(str(onnx_file.path), options)
-        got = _logits(lambda x: session.run(["logits"], {"images": x.numpy()})[0], images)
-        per_image = (want - got).norm(dim=1) / want.norm(dim=1)
-        top1_fq = float((want.argmax(1) == labels).float().mean()) * 100
-        top1_ort = float((got.argmax(1) == labels).float().mean()) * 100
+        got = _agreement(want, _logits(lambda x: session.run(["logits"], {"images": x.numpy()})[0], images), labels)
+        elsewhere = {}
+        for kernels in OTHER_CPUS if other_cpus else ():
+            logits, capability = _torch_elsewhere(packed.path, images_file, kernels, threads, work)
+            elsewhere[kernels] = {"capability": capability, **_agreement(want, logits, labels)}
         lay = packed.layout
         rows.append({
             "model": name, "plan": label, "avg_w_bits": plan.avg_w_bits, "avg_a_bits": plan.avg_a_bits,
             "plan_size_bytes": plan.size_bytes, "float_bytes": float_bytes, "packed_bytes": packed.file_bytes,
             "packed_code_bytes": lay.code_bytes, "packed_qparam_bytes": lay.qparam_bytes,
             "packed_float_bytes": lay.float_bytes, "packed_header_bytes": lay.header_bytes,
-            "onnx_bytes": onnx_file.file_bytes, "packed_rel_l2": _rel(want, reloaded),
-            "onnx_rel_l2": _rel(want, got), "onnx_median_image_rel": float(per_image.median()),
-            "one_ulp_ln_bias_rel_l2": _rel(want, control),
-            "one_ulp_predictions_differing": int((want.argmax(1) != control.argmax(1)).sum()),
-            "onnx_images_rel_gt_1e-3": int((per_image > 1e-3).sum()),
-            "top1_fake_quant": top1_fq, "top1_onnxruntime": top1_ort, "top1_diff_points": top1_ort - top1_fq,
-            "predictions_differing": int((want.argmax(1) != got.argmax(1)).sum()), "n_test": len(labels),
-            "onnx_export_s": onnx_s,
+            "onnx_bytes": onnx_file.file_bytes, "packed_rel_l2": _rel(want, reloaded), "top1_fake_quant": top1_fq,
+            "onnxruntime": got, "top1_diff_points": got["top1"] - top1_fq,
+            "one_ulp_ln_bias": _agreement(want, _logits(_one_ulp_control(qmodel), images), labels),
+            "torch_other_cpus": elsewhere, "n_test": len(labels), "onnx_export_s": onnx_s,
         })
-        r = rows[-1]
-        print(f"[{name}] {label}: packed {r['packed_bytes']:,} B (plan {r['plan_size_bytes']:,.0f}), onnx "
-              f"{r['onnx_bytes']:,} B, packed rel {r['packed_rel_l2']:.1e}, onnx rel {r['onnx_rel_l2']:.2e}, top-1 "
-              f"{top1_fq:.2f} / {top1_ort:.2f}", flush=True)
+        others = ", ".join(f"torch {k} rel {v['rel_l2']:.2e} top-1 {v['top1']:.2f}" for k, v in elsewhere.items())
+        print(f"[{name}] {label}: packed {packed.file_bytes:,} B (plan {plan.size_bytes:,.0f}), onnx "
+              f"{onnx_file.file_bytes:,} B, packed rel {rows[-1]['packed_rel_l2']:.1e}, onnx rel {got['rel_l2']:.2e}, "
+              f"top-1 {top1_fq:.2f} / ORT {got['top1']:.2f}; {others}", flush=True)
     sizes = []
     for label, plan in demo:
         qmodel = quantize(model, plan, calib)
@@ -147,16 +190,25 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path) ->
 
 
 def _table(rows: list[dict]) -> str:
+    """Sizes, then each runtime's logits against the fake-quant model's (rel. L2 over all images;
+    median image; images above 1e-3) and top-1."""
+    others = sorted({k for r in rows for k in r["torch_other_cpus"]})
     head = ("model", "plan", "avg W", "plan size (B)", "float .safetensors (B)", "packed (B)", "ONNX (B)",
-            "packed rel L2", "ORT rel L2", "ORT median/image", "1-ulp control rel L2", "top-1 fake-quant",
-            "top-1 ORT", "diff (pts)")
+            "packed rel L2", "ORT rel L2 (median; >1e-3)", *(f"torch {k} rel L2 (median; >1e-3)" for k in others),
+            "1-ulp control rel L2", "top-1 fake-quant", "top-1 ORT (diff)", *(f"top-1 torch {k}" for k in others))
+
+    def agreement(a: dict) -> str:
+        return f"{a['rel_l2']:.1e} ({a['median_image_rel']:.0e}; {a['images_rel_gt_1e-3']})"
+
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['plan']} | {r['avg_w_bits']:.2f} | {r['plan_size_bytes']:,.0f} | "
-                     f"{r['float_bytes']:,} | {r['packed_bytes']:,} | {r['onnx_bytes']:,} | {r['packed_rel_l2']:.1e} | "
-                     f"{r['onnx_rel_l2']:.2e} | {r['onnx_median_image_rel']:.1e} | {r['one_ulp_ln_bias_rel_l2']:.2e} | "
-                     f"{r['top1_fake_quant']:.2f} | "
-                     f"{r['top1_onnxruntime']:.2f} | {r['top1_diff_points']:+.2f} |")
+        elsewhere = [r["torch_other_cpus"].get(k) for k in others]
+        lines.append(" | ".join([
+            f"| {r['model']}", r["plan"], f"{r['avg_w_bits']:.2f}", f"{r['plan_size_bytes']:,.0f}", f"{r['float_bytes']:,}",
+            f"{r['packed_bytes']:,}", f"{r['onnx_bytes']:,}", f"{r['packed_rel_l2']:.1e}", agreement(r["onnxruntime"]),
+            *(agreement(a) if a else "-" for a in elsewhere), f"{r['one_ulp_ln_bias']['rel_l2']:.1e}",
+            f"{r['top1_fake_quant']:.2f}", f"{r['onnxruntime']['top1']:.2f} ({r['top1_diff_points']:+.2f})",
+            *(f"{a['top1']:.2f}" if a else "-" for a in elsewhere)]) + " |")
     return "\n".join(lines)
 
 
@@ -168,6 +220,19 @@ def _size_table(sizes: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _git_commit() -> str:
+    """The commit the run measured (with ``+dirty`` when tracked files differ from it)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["fmnist_vit"])
@@ -175,13 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-other-cpus", action="store_true", help="skip the torch-on-other-CPU-kernels control")
+    p.add_argument("--logits-of", type=Path, help=argparse.SUPPRESS)  # the control's subprocess: a packed file,
+    p.add_argument("--images", type=Path, help=argparse.SUPPRESS)     # a tensor file; logits to --out
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.logits_of is not None:
+        return _logits_of_packed(args.logits_of, args.images, args.out)
     rows, sizes = [], []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for name in args.models:
-            r, s = run_model(name, args.n_test, args.calib, args.threads, Path(work))
+            r, s = run_model(name, args.n_test, args.calib, args.threads, Path(work), not args.no_other_cpus)
             rows += r
             sizes += s
     print(_table(rows))
@@ -195,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"rows": rows, "demo_plan_sizes": sizes, "quant_config": QuantConfig().to_dict(),
               "n_test": args.n_test, "calib": args.calib,
               "threads": args.threads, "profile_bits": list(BITS), "total_s": time.perf_counter() - t0,
-              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+              "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "other_cpus": OTHER_CPUS,
+              "git_commit": _git_commit()}
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

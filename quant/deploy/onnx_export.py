@@ -42,6 +42,7 @@ from allocator.atomic import write_bytes
 
 from ..ranges import fake_quantize, log_quantize
 from .errors import ExportError
+from .packing import pack_codes
 from .prefix import PrefixConstant, prefix_constants
 from .state import ActState, ExportState, UniformGrid, WeightState
 
@@ -223,12 +224,22 @@ def _int4_type(grid: UniformGrid) -> int | None:
     return None
 
 
+def _int4_tensor(name: str, kind: int, values: torch.Tensor) -> Any:
+    """An INT4/UINT4 initializer, two codes a byte (first in the low nibble, as ONNX lays them
+    out: the little-endian stream of :func:`~quant.deploy.packing.pack_codes`); a list of ints
+    would be stored as varints, about 1.5 bytes a code."""
+    from onnx import helper
+
+    nibbles = values.to(torch.int64).reshape(-1).numpy() & 0xF  # two's complement for INT4
+    return helper.make_tensor(name, kind, list(values.shape), pack_codes(nibbles, 4).tobytes(), raw=True)
+
+
 def _use_int4(proto: Any, state: ExportState) -> int:
     """Re-type the codes and zero points of every grid of at most 4 bits as INT4/UINT4, so a
     4-bit weight takes half a byte in the file and onnxruntime sees the plan's width. Zero
     points get a fresh initializer per quantizer (the exporter shares equal constants between
     quantizers of different widths). Returns the number of quantizers re-typed."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
@@ -239,8 +250,7 @@ def _use_int4(proto: Any, state: ExportState) -> int:
     producer = {out: node for node in graph.node for out in node.output}
 
     def fresh(name: str, kind: int, values: torch.Tensor) -> str:
-        values = values.to(torch.int64)
-        graph.initializer.append(helper.make_tensor(name, kind, list(values.shape), values.reshape(-1).tolist()))
+        graph.initializer.append(_int4_tensor(name, kind, values))
         return name
 
     retyped = 0
@@ -249,7 +259,7 @@ def _use_int4(proto: Any, state: ExportState) -> int:
         users = consumers.get(name, [])
         if kind is None or name not in inits or len(users) != 1 or users[0].op_type != "DequantizeLinear":
             continue
-        inits[name].CopyFrom(helper.make_tensor(name, kind, list(w.codes.shape), w.codes.reshape(-1).tolist()))
+        inits[name].CopyFrom(_int4_tensor(name, kind, w.codes))
         users[0].input[2] = fresh(f"{w.site}.weight_quant.zero_point.int4", kind, w.grid.zero_point)
         retyped += 1
     for a in state.acts.values():

@@ -17,6 +17,7 @@ from quant_helpers import make_images
 
 import quant
 from quant.deploy import ExportError, export, load_packed
+from quant.deploy.state import collect_state
 
 onnx = pytest.importorskip("onnx")  # the [export] extra; part of [dev], so CI runs these
 ort = pytest.importorskip("onnxruntime")
@@ -66,12 +67,16 @@ def test_graph_is_standard_qdq(exported):
     assert "ai.onnx" not in {o.domain for o in onnx.load(str(result.path)).opset_import} - {""}
     inits = {i.name: i for i in graph.initializer}
     sites = {n: s for n, s in quant.quant_sites(qmodel).items() if s.kind != "matmul"}
+    state = collect_state(qmodel)
     int4 = (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
     for name, site in sites.items():
         init = inits[f"{name}.weight_quant.codes"]
         assert (init.data_type in int4) == (site.w_bits <= 4)  # half a byte per code up to 4 bits
         codes = onnx.numpy_helper.to_array(init).astype(np.int64)
         assert codes.shape == tuple(site.weight.shape)
+        assert np.array_equal(codes, state.weights[f"{name}.weight"].codes.numpy())
+        if init.data_type in int4:
+            assert len(init.raw_data) == (codes.size + 1) // 2  # two codes a byte, not varints
         grid = site.weight_quant.quantizer
         assert grid.qmax - grid.qmin + 1 <= 2 ** site.w_bits
         assert grid.qmin <= codes.min() and codes.max() <= grid.qmax  # the plan's width, not the container's
