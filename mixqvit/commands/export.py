@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import MixQViTError
 from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_directory,
                        read_plan)
+from ..ptq import add_ptq_args, ptq_config, quantize_from_args
 
 HELP = "quantize with a plan and write a deployable file: bit-packed safetensors or ONNX (QDQ)"
 DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W4A4 (PTQ calibration on a "
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_plan_arg(p, "W4A4")
     add_data_args(p, calib_default=256)
+    add_ptq_args(p)
     p.add_argument("--format", choices=["packed", "onnx"], default="packed",
                    help="packed: safetensors with bit-packed integer weights (default); onnx: QDQ ONNX model")
     p.add_argument("--out", required=True, metavar="DIR",
@@ -41,11 +43,12 @@ def architecture_of(loaded: Any) -> tuple[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quant import export, quantize
+    from quant import export
 
     from ..datasets import load_calibration
     from ..loading import load_model
 
+    config = ptq_config(args)
     plan = read_plan(args.plan)
     out_dir = out_directory(args.out)
     check_data_path(args.data)
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, **weights)
     arch, kwargs = architecture_of(loaded) if args.format == "packed" else (None, None)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
-    qmodel = quantize(loaded.model, plan, calib[0], verbose=not args.quiet)
+    qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", loaded.name)
     path = out_dir / f"{slug}.{'safetensors' if args.format == 'packed' else 'onnx'}"
     result = export(qmodel, path, format=args.format, plan=plan, arch=arch, model_kwargs=kwargs)

@@ -5,6 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import add_quantize_inputs, add_quiet_arg, check_data_path, out_path, read_plan
+from ..ptq import add_ptq_args, ptq_config, quantize_from_args
 from ..runtime import add_runtime_args, setup
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
@@ -14,6 +15,7 @@ DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quantize_inputs(p, "W4A4")
+    add_ptq_args(p)
     p.add_argument("--eval", action="store_true", help="evaluate top-1 on the test data")
     p.add_argument("--float", action="store_true", help="with --eval, also evaluate the float model")
     p.add_argument("--test-limit", type=argtypes.positive_int, default=None, metavar="N",
@@ -26,7 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from quant import quantize
 
     from ..datasets import load_calibration, load_test
     from ..evaluation import evaluate_top1, warn_if_classes_differ
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..timing import Timer
 
     runtime = setup(args)
+    config = ptq_config(args)
     plan = read_plan(args.plan)
     out = out_path(args.out, "quantized model file")
     check_data_path(args.data)
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if test is not None and runtime.main:
         warn_if_classes_differ(loaded.model, test)
     with Timer() as t:
-        qmodel = quantize(loaded.model, plan, calib[0], verbose=not args.quiet and runtime.main)
+        qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet and runtime.main)
         with torch.no_grad():  # the first forward derives any ranges left lazy: part of the cost
             qmodel(calib[0][:1].to(runtime.device))
     label = plan if isinstance(plan, str) else (plan.budget or "plan")

@@ -4,6 +4,7 @@ tests/quant/test_export_onnx.py; the command only passes --format through."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
 
@@ -61,3 +62,32 @@ def test_out_must_be_a_directory(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--out", str(tmp_path / "file")]) == 2
     assert "is a file; give a directory" in _error_line(capsys)
+
+
+def test_preset_and_reconstruction_reach_the_exported_file(tmp_path):
+    """--preset and --reconstruct are applied as quant.quantize + quant.reconstruct would: the
+    packed file reloads to exactly that model (the fitted scales included)."""
+    from quant.reconstruct import reconstruct
+
+    data = write_image_folder(tmp_path / "data", per_class=4)
+    assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W4A4", "--calib", "6", "--preset", "repq",
+                 "--reconstruct", "3", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    loaded = load_model(ARCH, model_kwargs=TINY)
+    calib = load_calibration(loaded, str(data), 6)[0]
+    reference = quant.quantize(loaded.model, "W4A4", calib, config=quant.QuantConfig.preset("repq"))
+    plain = quant.quantize(loaded.model, "W4A4", calib, config=quant.QuantConfig.preset("repq"))
+    reconstruct(reference, loaded.model, calib, steps=3, seed=0)
+    images = torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
+    with torch.no_grad():
+        exported = quant.load_packed(tmp_path / "out" / f"{ARCH}.safetensors")(images)
+        assert torch.equal(exported, reference(images))
+        assert not torch.equal(exported, plain(images)), "the reconstruction changed the scales"
+
+
+def test_bad_preset_and_reconstruct_steps_are_refused_before_work(tmp_path, capsys):
+    assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--preset", "fast", "--out", str(tmp_path)]) == 2
+    assert "--preset: unknown QuantConfig preset 'fast'; expected one of" in _error_line(capsys)
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error
+        main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--reconstruct", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "--reconstruct: expected a positive integer, got 0" in _error_line(capsys)
+    assert not any(tmp_path.iterdir())
