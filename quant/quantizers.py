@@ -299,7 +299,8 @@ class WeightQuantizer(nn.Module):
         the returned tensor."""
         grid = self.quantizer
         tensors = (weight, grid.scale, grid.zero_point)  # held, so no other tensor can take their place
-        key = (*map(_tensor_key, tensors), grid.qmin, grid.qmax, self.bits, learned, self.hessian is None)
+        key = (*map(_tensor_key, tensors), grid.qmin, grid.qmax, self.bits, learned, self.hessian is None,
+               torch.is_inference_mode_enabled())  # an inference tensor cannot be saved for a later backward
         cached = self._out
         if cached is None or cached[1] != key or any(a is not b for a, b in zip(cached[0], tensors)):
             with torch.no_grad():

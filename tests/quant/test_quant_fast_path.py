@@ -196,3 +196,14 @@ def test_activation_ranges_are_searched_once_per_bit_width(monkeypatch):
     assert torch.equal(logits(3), at3) and torch.equal(logits(4), at4) and len(calls) == searched
     calibrate(qmodel, make_images(16, seed=5))  # other statistics: searched again, other ranges
     assert not torch.equal(logits(3), at3) and len(calls) > searched
+
+
+def test_a_weight_cached_in_inference_mode_still_serves_a_backward_pass():
+    """Frozen weights, an input that needs a gradient: the cached weight takes part in autograd."""
+    wq, w = _weight_quantizer()
+    w.requires_grad_(False)
+    with torch.inference_mode():
+        wq(w)
+    x = torch.randn(3, 5, requires_grad=True)
+    torch.nn.functional.linear(x, wq(w)).sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, wq(w).sum(0).expand(3, -1))
