@@ -27,6 +27,7 @@ Writes benchmarks/results/ceiling.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from itertools import combinations
 
@@ -77,7 +78,9 @@ def analyse(result: dict, splits: int, seed: int, predictors: tuple[str, ...]) -
     if len(plans) < len(result["plans"]):
         raise ValueError(f"{result['model']}: {len(result['plans']) - len(plans)} plans lack per-image correctness; "
                          "rerun benchmarks.ranking (it stores it) before measuring the ceiling")
-    n = result["n_test"]
+    # files written before ranking recorded n_test hold all 10,000 test images, a multiple of 8,
+    # so the packed length is the count
+    n = result.get("n_test") or 8 * len(base64.b64decode(plans[0]["correct"]))
     correct = np.stack([unpack_correct(p["correct"], n) for p in plans])
     full = correct.mean(axis=1)
     preds = {name: -np.array([p[name] for p in plans], dtype=float) for name in predictors}  # higher better

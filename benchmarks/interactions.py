@@ -1,15 +1,16 @@
 """Do measured pairwise interactions choose better low-bit plans? The quadratic model, measured.
 
     python -m benchmarks.interactions [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3]
-                                      [--preset v1] [--m 3] [--threads 1] [--time-limit 10]
+                                      [--measure-bits 2] [--preset v1] [--m 3] [--threads 1]
+                                      [--time-limit 10]
 
 For each shipped model: the joint calibration KL of every layer alone and of every pair of
-layers together at W{b}A{b} (all others float; `profiling.pair_damage`, 256 calibration images,
-one forward pass each), cached in ``benchmarks/results/interactions/<model>_<preset>_W<b>A<b>.json``.
+layers together at W{c}A{c}, c = ``--measure-bits`` (all others float; `profiling.pair_damage`, 256 calibration images,
+one forward pass each), cached in ``benchmarks/results/interactions/<model>_<preset>_W<c>A<c>.json``.
 Then at each demo budget (size and BOPs of uniform WbAb, pins freed) the plans compared on all
 10,000 test images (exact McNemar against the additive optimum) are: uniform; the additive
 optimum; the m best plans of the quadratic model (`allocator.quadratic`: additive objective plus
-q_ij = D(i, j) - D(i) - D(j) measured at W{b}A{b}, scaled to other options by the relative
+q_ij = D(i, j) - D(i) - D(j) measured at W{c}A{c}, scaled to other options by the relative
 error size), solved exactly by HiGHS (time printed);
 today's joint choice (`solve_joint`: 3 best + 8 perturbed + uniform, joint KL); and the joint
 choice with the quadratic plans among its candidates. Writes
@@ -56,13 +57,12 @@ def interactions(mb: ModelBench, bits: int) -> Interactions:
     return table
 
 
-def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float) -> dict:
+def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, measure_bits: int) -> dict:
     profile = mb.profile
     out = {"model": mb.name, "preset": mb.preset, "budgets": {}}
-    tables = {b: interactions(mb, b) for b in sorted(set(budgets))}
+    table = interactions(mb, measure_bits)
     for b in sorted(budgets, reverse=True):
         uniform, budget, free = demo_budget(profile, b)
-        table = tables[b]
         posed = quiet(pose, profile, budget, pinned=free)
         model = quadratic_model(posed, table)
         t0 = time.perf_counter()
@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--budgets", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--preset", default=QUANT_PRESET)
+    parser.add_argument("--measure-bits", type=int, default=2, help="bit-width c of the pair measurements (WcAc)")
     parser.add_argument("--m", type=int, default=3, help="best plans of the quadratic model to evaluate")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds for each quadratic solve")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     for name in args.models:
         res = run_model(ModelBench(name, threads=args.threads, preset=args.preset), args.budgets, args.m,
-                        args.time_limit)
+                        args.time_limit, args.measure_bits)
         res["machine"] = {"platform": platform.platform(), "threads": args.threads}
         write_json(RESULTS_DIR / f"interactions_{name}{suffix(args.preset)}.json", res)
 

@@ -98,3 +98,32 @@ def test_a_bad_score_is_refused(score, match):
 def test_bad_counts_are_refused(kwargs):
     with pytest.raises(ValueError):
         quiet(candidate_plans, tiny_profile(), budget=4.0, **kwargs)
+
+
+def test_quadratic_candidates_are_the_quadratic_models_best_plans():
+    from allocator.quadratic import Interactions, quadratic_model, solve_quadratic
+
+    profile = tiny_profile(seed=5)
+    L = len(profile.names)
+    rng = np.random.default_rng(1)
+    single = rng.uniform(0.1, 1.0, L)
+    q = rng.normal(0, 0.5, (L, L))
+    pair = single[:, None] + single[None, :] + np.triu(q, 1) + np.triu(q, 1).T
+    np.fill_diagonal(pair, single)
+    table = Interactions(tuple(profile.names), 2, 2, single, pair)
+    free = {"embed": None, "head": None}
+    choice = quiet(solve_joint, profile, budget=3.0, score=hashed_score, k=1, perturbed=0, pinned=free,
+                   interactions=table, quadratic=3)
+    posed = quiet(pose, profile, 3.0, pinned=free)
+    model = quadratic_model(posed, table)
+    best = solve_quadratic(model, m=3)
+    bits = lambda sol: [(int(posed.grid.w_bits[l, k]), int(posed.grid.a_bits[l, k])) for l, k in enumerate(sol.choice)]
+    plan_bits = lambda plan: [(plan.w_bits[n], plan.a_bits[n]) for n in profile.names]
+    # a quadratic plan equal to the additive optimum is not listed twice
+    expected = [s for s in best if bits(s) != plan_bits(choice.candidates[0].plan)]
+    quads = [c for c in choice.candidates if c.source.startswith("quadratic")]
+    assert len(quads) == len(expected) >= 1
+    for c, s in zip(quads, expected):
+        assert c.plan.budget_satisfied and plan_bits(c.plan) == bits(s)
+        assert c.objective == pytest.approx(posed.problem.objective_of(s.choice))
+    assert choice.chosen == int(np.argmin(choice.scores))
