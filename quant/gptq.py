@@ -51,8 +51,18 @@ class HessianAccumulator:
         self.n = 0
 
     def add(self, rows: torch.Tensor) -> None:
+        """Add ``rows`` (n x in). The product is taken of the rows centred on their own mean
+        (float32 GEMM, the fast path) and the mean's part added back in float64: a LayerNorm
+        fold later subtracts ``mid mid^T``-sized terms, and a raw float32 ``X^T X`` of channels
+        far from zero with narrow ranges would lose the whole folded moment to cancellation."""
         rows = rows.detach().float()
-        xtx, total = (rows.T @ rows).double(), rows.sum(dim=0).double()
+        mean = rows.double().mean(dim=0)
+        centred = rows - mean.float()
+        c_sum = centred.sum(dim=0).double()
+        mean_f = mean.float().double()  # what was subtracted, exactly
+        xtx = ((centred.T @ centred).double() + mean_f[:, None] * c_sum[None, :] + c_sum[:, None] * mean_f[None, :]
+               + rows.shape[0] * mean_f[:, None] * mean_f[None, :])
+        total = c_sum + rows.shape[0] * mean_f
         if self.sum is None:
             self.sum, self.row_sum = xtx, total
         else:
