@@ -290,6 +290,13 @@ class WeightQuantizer(nn.Module):
             return self.rounded(weight, self.bits) + (weight - weight.detach())  # exact values, straight-through
         return self.quantizer(weight)
 
+    def __getstate__(self) -> dict:
+        """Pickled (``torch.save`` of a model, ``copy.deepcopy``) without the inference cache:
+        it is a copy of the weight, recomputed on the first forward."""
+        state = self.__dict__.copy()
+        state["_out"] = None
+        return state
+
     def _frozen(self, weight: torch.Tensor, learned: bool) -> torch.Tensor:
         """The forward's value when nothing needs a gradient, computed once per (weight, bits,
         grid) and reused: inference does no per-call weight work. GPTQ: the cached rounding

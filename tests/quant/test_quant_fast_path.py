@@ -207,3 +207,17 @@ def test_a_weight_cached_in_inference_mode_still_serves_a_backward_pass():
     x = torch.randn(3, 5, requires_grad=True)
     torch.nn.functional.linear(x, wq(w)).sum().backward()
     assert x.grad is not None and torch.equal(x.grad, wq(w).sum(0).expand(3, -1))
+
+
+def test_saved_models_do_not_carry_the_inference_cache(tmp_path):
+    import copy
+
+    wq, w = _weight_quantizer()
+    with torch.no_grad():
+        cached = wq(w)
+    assert wq._out is not None and copy.deepcopy(wq)._out is None
+    torch.save(wq, tmp_path / "wq.pt")
+    loaded = torch.load(tmp_path / "wq.pt", weights_only=False)
+    assert loaded._out is None
+    with torch.no_grad():
+        assert torch.equal(loaded(w), cached)
