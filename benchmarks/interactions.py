@@ -42,7 +42,7 @@ INTER_DIR = RESULTS_DIR / "interactions"
 
 def interactions(mb: ModelBench, bits: int) -> Interactions:
     """The pairwise table of ``mb`` at W{bits}A{bits}, measured once and cached."""
-    from profiling.joint import pair_damage
+    from profiling import pair_damage
 
     path = INTER_DIR / f"{mb.name}_{mb.preset}_W{bits}A{bits}.json"
     if path.is_file():
@@ -65,9 +65,9 @@ def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, mea
         uniform, budget, free = demo_budget(profile, b)
         posed = quiet(pose, profile, budget, pinned=free)
         model = quadratic_model(posed, table)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sols = solve_quadratic(model, m=m, time_limit=time_limit)
-        quad_s = time.perf_counter() - t0
+        quad_s, quad_cpu = time.perf_counter() - t0, time.process_time() - c0
         plans = {"uniform": uniform, "additive optimum": quiet(solve, profile, budget=budget, pinned=free)}
         for i, sol in enumerate(sols, 1):
             plans[f"quadratic {i}"] = decode(posed, Solution(choice=sol.choice, objective=sol.objective, status=sol.status,
@@ -92,6 +92,7 @@ def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, mea
                            "vs_additive_optimum": {"better_only": n01, "worse_only": n10, "mcnemar_p": p}}
         out["budgets"][f"W{b}A{b}"] = {
             "rows": rows, "quadratic_status": [s.status for s in sols], "quadratic_solve_s": quad_s,
+            "quadratic_solve_cpu_s": quad_cpu,
             "joint_quadratic_source": after.source, "joint_quadratic_total_s": after_s,
             "joint_source": before.source, "interaction_bits": table.w_bits,
         }
@@ -111,11 +112,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds for each quadratic solve")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    results = []
     for name in args.models:
         res = run_model(ModelBench(name, threads=args.threads, preset=args.preset), args.budgets, args.m,
                         args.time_limit, args.measure_bits)
         res["machine"] = {"platform": platform.platform(), "threads": args.threads}
         write_json(RESULTS_DIR / f"interactions_{name}{suffix(args.preset)}.json", res)
+        results.append(res)
+    _print(results)
+
+
+def _print(results: list[dict]) -> None:
+    print("\n| model | budget | uniform | additive optimum | quadratic 1 (status, solve wall/CPU s) | joint choice | "
+          "joint + quadratic (source) |")
+    print("|---|---|---|---|---|---|---|")
+    for res in results:
+        for budget, r in res["budgets"].items():
+            rows = r["rows"]
+            top = {k: 100 * v["top1"] for k, v in rows.items()}
+            quad = (f"{top['quadratic 1']:.2f} ({r['quadratic_status'][0]}, {r['quadratic_solve_s']:.1f}/"
+                    f"{r.get('quadratic_solve_cpu_s', float('nan')):.1f})" if "quadratic 1" in top else "none found")
+            print(f"| {res['model']} | {budget} | {top['uniform']:.2f} | {top['additive optimum']:.2f} | {quad} | "
+                  f"{top['joint choice']:.2f} | {top['joint + quadratic']:.2f} ({r['joint_quadratic_source']}) |")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ import pytest
 import torch
 from _profiling_fixtures import images, tiny_vit
 
-from profiling import joint_damage
-from profiling.joint import pair_damage
+from profiling import joint_damage, pair_damage
 from quant import PlanSwitcher, QuantConfig, find_quantizable_layers
 
 
