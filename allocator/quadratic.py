@@ -138,14 +138,12 @@ class QuadraticSolution:
     time_s: float
 
 
-def quadratic_model(posed: Posed, interactions: Interactions, weight: float = 1.0) -> QuadraticModel:
-    """The quadratic model of a posed problem with ``interactions`` (their ``q`` times ``weight``)."""
+def quadratic_model(posed: Posed, interactions: Interactions) -> QuadraticModel:
+    """The quadratic model of a posed problem with the interaction terms ``interactions.q``."""
     profile, grid = posed.profile, posed.grid
     if tuple(interactions.names) != tuple(profile.names):
         raise ValueError("interactions were measured for other layers than the profile's; measure them on this "
                          "model (profiling.pair_damage with profile.names)")
-    if not np.isfinite(weight):
-        raise ValueError(f"weight must be finite, got {weight!r}")
     damage = loss_table(profile, grid.w_bits, grid.a_bits, "sensitivity")
     L = len(profile.layers)
     at = loss_table(profile, np.full((L, 1), interactions.w_bits), np.full((L, 1), interactions.a_bits),
@@ -153,7 +151,7 @@ def quadratic_model(posed: Posed, interactions: Interactions, weight: float = 1.
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(np.clip(damage, 0.0, None) / at[:, None])
     scale[~np.isfinite(scale) | ~(at[:, None] > 0) | ~grid.allowed] = 0.0  # unmeasured: no interaction
-    return QuadraticModel(posed.problem, scale, weight * interactions.q)
+    return QuadraticModel(posed.problem, scale, interactions.q)
 
 
 def _usable(p: Problem) -> np.ndarray:
