@@ -160,6 +160,8 @@ def _usable(p: Problem) -> np.ndarray:
     rest changes no feasible plan and tightens the bounds of the linearisation."""
     ok = np.isfinite(p.loss)
     for key, limit in p.limits.items():
+        if not ok.any(axis=1).all():
+            break  # a layer has no usable option: no feasible plan at all
         cost = np.where(ok, p.costs[key], np.inf)
         cheapest = cost.min(axis=1)
         others = cheapest.sum() - cheapest
@@ -229,15 +231,17 @@ def _milp_parts(model: QuadraticModel):
 def solve_quadratic(model: QuadraticModel, *, m: int = 1, time_limit: float = 10.0) -> list[QuadraticSolution]:
     """The ``m`` best distinct feasible plans of the quadratic model, best first (module doc).
 
-    Fewer than ``m`` come back when fewer plans exist or the time limit ends the search; the
-    limit covers the whole call. A plan HiGHS could not prove optimal has status "feasible" and
-    ends the list.
+    Fewer than ``m`` come back when fewer plans exist (none: the problem is infeasible) or the
+    time limit ends the search; the limit covers the whole call. A plan HiGHS could not prove
+    optimal has status "feasible" and ends the list.
     """
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"m must be a positive integer, got {m!r}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     start = time.perf_counter()
+    if not _usable(model.problem).any(axis=1).all():
+        return []  # some layer has no option that fits the limits: no feasible plan
     c_obj, a, lb, ub, bounds, integrality, ls, os_ = _milp_parts(model)
     L, n = model.problem.n_layers, len(ls)
     cuts: list[np.ndarray] = []
