@@ -2,7 +2,7 @@
 
     python -m benchmarks.ranking [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3 4 6]
                                  [--light fmnist_deit] [--threads 1] [--k 3] [--perturbed 8]
-                                 [--tag NAME] [--with-importance]
+                                 [--preset v1] [--tag NAME] [--with-importance]
 
 For each shipped model and demo budget (size and BOPs of uniform WbAb, pins freed as in the
 demo) the plans are: uniform WbAb; the 4 best plans of the additive objective (exact k-best);
@@ -19,7 +19,11 @@ run per budget with a fresh score (timed: candidates + scoring), and its choice 
 the additive optimum and uniform (exact McNemar on the 10,000 paired predictions).
 
 ``--light`` models skip the ranking plans: only uniform, the additive optimum and the joint
-choice are evaluated on the test set. Writes benchmarks/results/ranking.json.
+choice are evaluated on the test set. Every plan's per-image correctness is stored with it
+(base64 of the packed bits), so `benchmarks.ceiling` can split the test set without a model run.
+The quantizer is ``QuantConfig.preset(--preset)`` (profiles cached per preset, see
+`benchmarks.planbench`). Writes benchmarks/results/ranking_<model>[_<preset>][_<tag>].json (the
+preset named unless it is "v1").
 """
 from __future__ import annotations
 
