@@ -3,7 +3,7 @@
     nice -n 10 python -m benchmarks.export [--models fmnist_vit fmnist_deit fmnist_swin]
                                            [--n-test 10000] [--calib 256] [--threads 1] [--out PATH]
                                            [--no-other-cpus]
-    python -m benchmarks.export --table-from benchmarks/results/export.json   (the README's tables)
+    python -m benchmarks.export --table-from benchmarks/results/export.json [more.json]   (the README's tables)
 
 For each model: profile it as the demo does (``profiling.profile_model`` through
 ``mixqvit.evaluation.profile_loaded`` on the calibration images and labels, bits 2,3,4,6,8), then for uniform W8A8, uniform W4A4 and the mixed plan
@@ -253,16 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-other-cpus", action="store_true", help="skip the torch-on-other-CPU-kernels control")
-    p.add_argument("--table-from", type=Path, help="print the tables of a finished run's JSON and exit")
+    p.add_argument("--table-from", type=Path, nargs="+", help="print the tables of finished runs' JSON files and exit")
     p.add_argument("--logits-of", type=Path, help=argparse.SUPPRESS)  # the control's subprocess: a packed file,
     p.add_argument("--images", type=Path, help=argparse.SUPPRESS)     # a tensor file; logits to --out
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.logits_of is not None:
         return _logits_of_packed(args.logits_of, args.images, args.out)
-    if args.table_from is not None:  # the tables of a finished run, without running it again
-        result = json.loads(args.table_from.read_text())
-        print(_table(result["rows"]), _size_table(result["demo_plan_sizes"]), sep="\n\n")
+    if args.table_from:  # the tables of finished runs, without running them again
+        results = [json.loads(path.read_text()) for path in args.table_from]
+        print(_table([r for res in results for r in res["rows"]]),
+              _size_table([s for res in results for s in res["demo_plan_sizes"]]), sep="\n\n")
         return 0
     rows, sizes = [], []
     t0 = time.perf_counter()
