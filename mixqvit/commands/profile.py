@@ -27,11 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="sensitivity checkpoint, rewritten after every layer; rerunning the same command resumes "
                    "from it (a checkpoint of other options is refused)")
+    approx = p.add_mutually_exclusive_group()
+    approx.add_argument("--anchor-bits", type=argtypes.positive_int, default=None, metavar="B",
+                        help="faster, approximate sensitivity: only bit-width B (one of --bits; the lowest is usual) "
+                        "runs the whole network, the others are scaled from the error at the output of the layer's "
+                        "own transformer block (recorded in the profile; see README 'Profiling')")
+    approx.add_argument("--early-stop", action="store_true",
+                        help="approximate sensitivity: stop each (layer, bits) pair once its mean is known to 5%% or is "
+                        "negligible next to the layer's lowest-bit damage (images used recorded in the profile)")
     add_runtime_args(p, workers=False)
     add_quiet_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from profiling import EarlyStop
+
     from ..datasets import load_calibration
     from ..evaluation import profile_loaded
     from ..loading import load_model
@@ -49,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     with Timer() as t:
         profile = profile_loaded(loaded, calib, bits=args.bits, verbose=not args.quiet, metric=args.metric,
                                  importance=not args.no_importance, seed=args.seed, batch_size=args.batch_size,
-                                 checkpoint=None if ckpt is None else str(ckpt))
+                                 checkpoint=None if ckpt is None else str(ckpt), anchor_bits=args.anchor_bits,
+                                 early_stop=EarlyStop() if args.early_stop else None)
     if runtime.main:
         profile.save(out)
         procs = f" x {runtime.world_size} processes" if runtime.world_size > 1 else ""

@@ -157,3 +157,20 @@ def test_profile_records_the_rule_and_images_and_resumes_them(tmp_path):
     assert type(prof).load(saved).metadata["sensitivity_images"] == meta["sensitivity_images"]
     anchored = profile_model(model, x, bits=BITS, verbose=False, importance=False, anchor_bits=2)
     assert anchored.metadata["anchor_bits"] == 2 and "anchor_bits" not in meta
+
+
+def test_cli_profile_approximations_are_recorded_and_bad_anchor_refused(tmp_path, capsys):
+    from mixqvit.cli import main
+
+    common = ["--model", "fmnist_vit", "--calib", "8", "--bits", "2,4,8", "--batch-size", "4", "--threads", "1",
+              "--quiet", "--no-importance"]
+    out = tmp_path / "p.json"
+    assert main(["profile", *common, "--anchor-bits", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["metadata"]["anchor_bits"] == 2
+    assert main(["profile", *common, "--early-stop", "--out", str(out)]) == 0
+    meta = json.loads(out.read_text())["metadata"]
+    assert meta["early_stop"]["rtol"] == 0.05 and len(meta["sensitivity_images"]["act"][0]) == 3
+    capsys.readouterr()
+    assert main(["profile", *common, "--anchor-bits", "3", "--out", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "anchor_bits=3" in err and "Traceback" not in err and not (tmp_path / "bad.json").exists()
