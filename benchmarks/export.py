@@ -195,8 +195,16 @@ def run_model(name: str, n_test: int, n_calib: int, threads: int, work: Path,
 _SHORT = {"fmnist_vit": "ViT", "fmnist_deit": "DeiT", "fmnist_swin": "Swin"}
 
 
+def _sci(value: float, digits: int = 1) -> str:
+    """``5.4e-3`` (no exponent padding), ``0`` for an exact zero."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.{digits}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def _agreement_cell(a: dict) -> str:
-    return f"{a['rel_l2']:.1e} ({a['median_image_rel']:.0e}; {a['images_rel_gt_1e-3']})"
+    return f"{_sci(a['rel_l2'])} ({_sci(a['median_image_rel'], 0)}; {a['images_rel_gt_1e-3']:,})"
 
 
 def _table(rows: list[dict]) -> str:
@@ -212,7 +220,7 @@ def _table(rows: list[dict]) -> str:
         top1 = [r["top1_fake_quant"], r["onnxruntime"]["top1"], *(a["top1"] for a in elsewhere if a)]
         lines.append("| " + " | ".join([
             _SHORT.get(r["model"], r["model"]), r["plan"], f"{r['avg_w_bits']:.2f}", f"{r['plan_size_bytes']:,.0f}",
-            f"{r['packed_bytes']:,}", f"{r['onnx_bytes']:,}", f"{r['packed_rel_l2']:.0e}",
+            f"{r['packed_bytes']:,}", f"{r['onnx_bytes']:,}", _sci(r["packed_rel_l2"]),
             _agreement_cell(r["onnxruntime"]), *(_agreement_cell(a) if a else "-" for a in elsewhere),
             _agreement_cell(r["one_ulp_ln_bias"]), " / ".join(f"{t:.2f}" for t in top1)]) + " |")
     return "\n".join(lines)
