@@ -46,7 +46,7 @@ from ._jsonio import atomic_write_json, read_json
 from .objective import loss_table
 from .solving import Posed
 
-__all__ = ["Interactions", "QuadraticModel", "QuadraticSolution", "quadratic_model", "solve_quadratic"]
+__all__ = ["Interactions", "QuadraticModel", "QuadraticSolution", "quadratic_model", "solve_quadratic", "usable_options"]
 
 # HiGHS's default absolute MIP gap: "optimal" means within this of the true minimum
 MIP_ABS_GAP = 1e-6
@@ -154,7 +154,7 @@ def quadratic_model(posed: Posed, interactions: Interactions) -> QuadraticModel:
     return QuadraticModel(posed.problem, scale, interactions.q)
 
 
-def _usable(p: Problem) -> np.ndarray:
+def usable_options(p: Problem) -> np.ndarray:
     """Allowed options that can be part of a feasible plan: with every other layer at its cheapest
     option (ties ignored, so this only relaxes) the option still meets every limit. Dropping the
     rest changes no feasible plan and tightens the bounds of the linearisation."""
@@ -174,7 +174,7 @@ def _milp_parts(model: QuadraticModel):
     p, g = model.problem, model.scale
     L, K = p.loss.shape
     upper = np.triu(model.q, 1)
-    ls, os_ = np.nonzero(_usable(p))
+    ls, os_ = np.nonzero(usable_options(p))
     n = len(ls)
     col = -np.ones((L, K), dtype=np.int64)
     col[ls, os_] = np.arange(n)
@@ -240,7 +240,7 @@ def solve_quadratic(model: QuadraticModel, *, m: int = 1, time_limit: float = 10
     if not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     start = time.perf_counter()
-    if not _usable(model.problem).any(axis=1).all():
+    if not usable_options(model.problem).any(axis=1).all():
         return []  # some layer has no option that fits the limits: no feasible plan
     c_obj, a, lb, ub, bounds, integrality, ls, os_ = _milp_parts(model)
     L, n = model.problem.n_layers, len(ls)

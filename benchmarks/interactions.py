@@ -2,7 +2,7 @@
 
     python -m benchmarks.interactions [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3]
                                       [--measure-bits 2] [--preset v1] [--m 3] [--threads 1]
-                                      [--time-limit 10]
+                                      [--time-limit 10] [--anchored 0] [--tag NAME]
 
 For each shipped model: the joint calibration KL of every layer alone and of every pair of
 layers together at W{c}A{c}, c = ``--measure-bits`` (all others float; `profiling.pair_damage`, 256 calibration images,
@@ -13,8 +13,11 @@ optimum; the m best plans of the quadratic model (`allocator.quadratic`: additiv
 q_ij = D(i, j) - D(i) - D(j) measured at W{c}A{c}, scaled to other options by the relative
 error size), solved exactly by HiGHS (time printed);
 today's joint choice (`solve_joint`: 3 best + 8 perturbed + uniform, joint KL); and the joint
-choice with the quadratic plans among its candidates. Writes
-benchmarks/results/interactions_<model>[_<preset>].json.
+choice with the quadratic plans among its candidates. With ``--anchored R``: R rounds of a
+first-order model measured in context (starting from the additive optimum, each option that can
+fit the budget is applied to the current plan alone and its joint calibration KL measured; the
+exact optimum of those differences under the budget is the next plan). Writes
+benchmarks/results/interactions_<model>[_<preset>][_<tag>].json.
 """
 from __future__ import annotations
 
@@ -25,11 +28,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from allocator import solve  # noqa: E402
 from allocator.atomic import write_json  # noqa: E402
 from allocator.joint import choice_of, solve_joint  # noqa: E402
-from allocator.quadratic import Interactions, quadratic_model, solve_quadratic  # noqa: E402
+from allocator.quadratic import Interactions, quadratic_model, solve_quadratic, usable_options  # noqa: E402
 from allocator.solving import decode, pose  # noqa: E402
 from solvers import Solution  # noqa: E402
 
@@ -57,7 +63,29 @@ def interactions(mb: ModelBench, bits: int) -> Interactions:
     return table
 
 
-def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, measure_bits: int) -> dict:
+def anchored(mb: ModelBench, posed, base, free: dict):
+    """The exact optimum of the first-order model around ``base``: each option's loss is the joint
+    KL of ``base`` with only that layer changed to it, minus base's (one forward pass per option
+    that can fit the budget); the budget's other options are forbidden."""
+    profile, grid = mb.profile, posed.grid
+    usable = usable_options(posed.problem)
+    moves, where = [], []
+    for l, k in zip(*np.nonzero(usable)):
+        name = profile.names[l]
+        w, a = dict(base.w_bits), dict(base.a_bits)
+        w[name], a[name] = int(grid.w_bits[l, k]), int(grid.a_bits[l, k])
+        moves.append(SimpleNamespace(w_bits=w, a_bits=a))
+        where.append((l, k))
+    kl0, kls = mb.joint_kl([base])[0], mb.joint_kl(moves)
+    table = np.full(usable.shape, np.inf)
+    for (l, k), kl in zip(where, kls):
+        table[l, k] = kl - kl0
+    local = lambda _profile, w_bits, a_bits: table.copy()  # noqa: E731  (same grid: same pose)
+    return quiet(solve, profile, budget=posed.budget, pinned=free, objective=local), len(moves)
+
+
+def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, measure_bits: int,
+              rounds: int = 0) -> dict:
     profile = mb.profile
     out = {"model": mb.name, "preset": mb.preset, "budgets": {}}
     table = interactions(mb, measure_bits)
@@ -73,6 +101,13 @@ def run_model(mb: ModelBench, budgets: list[int], m: int, time_limit: float, mea
             plans[f"quadratic {i}"] = decode(posed, Solution(choice=sol.choice, objective=sol.objective, status=sol.status,
                                                              bound=sol.objective, time_s=sol.time_s, solver="highs-miqp",
                                                              usage=posed.problem.usage_of(sol.choice)))
+        base = plans["additive optimum"]
+        for r in range(1, rounds + 1):  # re-anchor around the previous round's plan
+            t2 = time.perf_counter()
+            base, n_moves = anchored(mb, posed, base, free)
+            plans[f"anchored {r}"] = base
+            print(f"[{mb.name}] W{b}A{b} anchored round {r}: {n_moves} options measured, {time.perf_counter() - t2:.0f} s",
+                  flush=True)
         score = lambda ps: mb.joint_kl(ps)  # noqa: E731
         before = quiet(solve_joint, profile, budget=budget, score=score, extra=[uniform], pinned=free, **JOINT)
         t1 = time.perf_counter()
@@ -111,21 +146,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--m", type=int, default=3, help="best plans of the quadratic model to evaluate")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds for each quadratic solve")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="suffix of the result files (interactions_<model>[_<preset>][_<tag>].json)")
+    parser.add_argument("--anchored", type=int, default=0,
+                        help="rounds of the first-order model re-measured around the last plan (0: none)")
     args = parser.parse_args(argv)
     results = []
     for name in args.models:
         res = run_model(ModelBench(name, threads=args.threads, preset=args.preset), args.budgets, args.m,
-                        args.time_limit, args.measure_bits)
+                        args.time_limit, args.measure_bits, args.anchored)
         res["machine"] = {"platform": platform.platform(), "threads": args.threads}
-        write_json(RESULTS_DIR / f"interactions_{name}{suffix(args.preset)}.json", res)
+        write_json(RESULTS_DIR / f"interactions_{name}{suffix(args.preset, args.tag)}.json", res)
         results.append(res)
     _print(results)
 
 
 def _print(results: list[dict]) -> None:
     print("\n| model | budget | uniform | additive optimum | quadratic 1 (status, solve wall/CPU s) | joint choice | "
-          "joint + quadratic (source) |")
-    print("|---|---|---|---|---|---|---|")
+          "joint + quadratic (source) | anchored rounds |")
+    print("|---|---|---|---|---|---|---|---|")
     for res in results:
         for budget, r in res["budgets"].items():
             rows = r["rows"]
@@ -133,7 +171,8 @@ def _print(results: list[dict]) -> None:
             quad = (f"{top['quadratic 1']:.2f} ({r['quadratic_status'][0]}, {r['quadratic_solve_s']:.1f}/"
                     f"{r.get('quadratic_solve_cpu_s', float('nan')):.1f})" if "quadratic 1" in top else "none found")
             print(f"| {res['model']} | {budget} | {top['uniform']:.2f} | {top['additive optimum']:.2f} | {quad} | "
-                  f"{top['joint choice']:.2f} | {top['joint + quadratic']:.2f} ({r['joint_quadratic_source']}) |")
+                  f"{top['joint choice']:.2f} | {top['joint + quadratic']:.2f} ({r['joint_quadratic_source']}) | "
+                  + " / ".join(f"{v:.2f}" for k, v in top.items() if k.startswith("anchored")) + " |")
 
 
 if __name__ == "__main__":
