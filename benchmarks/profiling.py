@@ -10,14 +10,22 @@ thread; times are process CPU times, each the best of several runs (the machine 
 * Cost (default): unit = one float forward pass of the unmodified model over the same images
   (timm's fused attention, no_grad). LRP, plain autograd forward+backward, and the sensitivity
   of every (layer, bits) pair -- ``--sites all`` measures the full matrix (setup included, nothing
-  extrapolated); ``--sites N`` measures N evenly spaced sites and estimates the matrix from them.
+  extrapolated); ``--sites N`` measures the sites outside the transformer units (patch embedding,
+  heads) in full and evenly spaced whole units holding >= N sites, standing for all units
+  (`sample_strata`).
+  ``--anchor-bits A`` adds the opt-in anchored approximation's cost on the same sites (only bit
+  A through the whole suffix, `profiling._anchored`; its agreement with the exact matrix is
+  measured by ``benchmarks/sensitivity_approx.py``).
 * ``--memory``: peak resident memory (``ru_maxrss`` of a fresh subprocess per measurement; torch
   CPU tensors are invisible to tracemalloc) with 32 and 256 calibration images, through
   ``profile_model(model, one_big_tensor)`` and through ``mixqvit profile`` on an ImageFolder.
   Flat means within 10%. Full-size DeiT-S for the API run with LRP and the sensitivity of three
   sites (first, middle, last: the memory of a pair does not depend on how many pairs follow); the
   CLI run profiles every site of a 2-block DeiT-S at 4 bits (the whole command, data loading
-  included) so that it finishes in minutes on a CPU.
+  included; the ImageFolder is read batch by batch, never held whole) so that it finishes in
+  minutes on a CPU. ``cli-mmap`` runs that command with ``MALLOC_MMAP_THRESHOLD_=131072``: glibc
+  then stops raising its mmap threshold as large tensors are freed, which otherwise lets LRP's
+  peak creep up batch after batch as the heap fragments (lower and flat peak, slower LRP).
 * ``--dist``: wall time of ``profile_model`` in 2 gloo processes (one thread each) against 1
   process (one thread), on a 4-block DeiT-S, 4 images in 2 batches (so LRP splits too); the
   profiles must be identical. On a machine busy with other work the wall ratio says little, so
@@ -36,6 +44,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -105,18 +114,62 @@ def flop_counter():
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash})
 
 
-def pick_sites(names: list[str], n_sites: int | None) -> list[str] | None:
-    """`n_sites` evenly spaced sites from first to last (None: all, the full matrix)."""
-    if n_sites is None or n_sites >= len(names):
-        return None
-    step = max(1, (len(names) - 1) // max(1, n_sites - 1))
-    return sorted(set(names[::step][: n_sites - 1] + [names[-1]]))
+# The transformer units whose sites share one cached input (as profiling's unit chain cuts them).
+UNIT_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.(?:blocks\.\d+|downsample))\.")
+
+
+def sample_strata(q: torch.nn.Module, names: list[str], n_sites: int | None) -> list[tuple[list[str], float]]:
+    """Sites to measure, as strata ``(sites, weight)``: the matrix's cost is estimated as the sum
+    of each stratum's cost times its weight. None: every site once (the full matrix itself).
+    Otherwise the sites outside the transformer units (patch embedding: a whole forward per pair;
+    heads: almost nothing) are measured in full, and whole units, evenly spaced, holding at least
+    `n_sites` sites, stand for all units (weight: all unit pairs over the sampled ones). Whole
+    units, because a unit's layers share its input and prefix work, as in the full matrix; and
+    sampling edges and units together would let the patch embedding, 1 of ~75 sites, weigh like
+    1 of 10."""
+    if n_sites is None:
+        return [(names, 1.0)]
+    unit_of = {n: m.group(1) for n in names if (m := UNIT_NAME.match(n))}
+    units = list(dict.fromkeys(unit_of.values()))  # in forward order
+    if not units:
+        raise ValueError("--sites N needs a ViT/DeiT/Swin with transformer units; use --sites all")
+    members = [[n for n in names if unit_of.get(n) == u] for u in units]
+    edges = [n for n in names if n not in unit_of]
+    for n_units in range(1, len(units) + 1):
+        picked = [members[int((i + 0.5) * len(units) / n_units)] for i in range(n_units)]
+        if sum(map(len, picked)) >= n_sites:
+            break
+    pairs = lambda sites: sum(1 if "matmul" in n else 2 for n in sites)  # noqa: E731
+    sample = [n for unit in picked for n in unit]
+    return [(edges, 1.0), (sample, pairs([n for unit in members for n in unit]) / pairs(sample))]
+
+
+def matrix_cost(q: torch.nn.Module, x: torch.Tensor, strata: list[tuple[list[str], float]], kw: dict) -> dict:
+    """CPU seconds and counted FLOPs of the sensitivity matrix over `strata` (`sample_strata`):
+    measured (the pairs run), and for the full matrix (each stratum times its weight; the setup --
+    baseline pass, unit chain check -- once, in CPU time; in FLOPs it is inside each stratum's
+    count, which only overstates the estimate)."""
+    out = {"pairs": 0, "cpu_measured": 0.0, "setup_cpu": 0.0, "cpu_full": 0.0, "flops_full": 0.0}
+    for sites, weight in strata:
+        if not sites:
+            continue
+        with flop_counter() as flops:
+            r = measure_sensitivity(q, x, cache=True, sites=None if weight == 1.0 and len(strata) == 1 else sites,
+                                    **kw)
+        out["pairs"] += r.pairs
+        out["cpu_measured"] += r.cpu_seconds - r.setup_cpu_seconds
+        out["setup_cpu"] = max(out["setup_cpu"], r.setup_cpu_seconds)
+        out["cpu_full"] += weight * (r.cpu_seconds - r.setup_cpu_seconds)
+        out["flops_full"] += weight * flops.get_total_flops()
+    out["cpu_full"] += out["setup_cpu"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
 # Cost in forward-equivalents.
 # ------------------------------------------------------------------------------------------------
-def bench_cost(name: str, n_images: int, n_sites: int | None, bits: tuple[int, ...], naive: bool) -> dict:
+def bench_cost(name: str, n_images: int, n_sites: int | None, bits: tuple[int, ...], naive: bool,
+               anchor_bits: int | None = None) -> dict:
     model = build(name)
     x = images(n_images)
 
@@ -134,41 +187,43 @@ def bench_cost(name: str, n_images: int, n_sites: int | None, bits: tuple[int, .
     q = prepare(model, CONFIG)
     calibrate(q, x)
     names = list(quant_sites(q))
-    subset = pick_sites(names, n_sites)
-    kw = dict(bits=bits, verbose=False, sites=subset)
-    naive_r = measure_sensitivity(q, x, cache=False, **kw) if naive else None
-    with flop_counter() as sweep_flops:  # the work itself, whatever the load on the machine
-        cached = measure_sensitivity(q, x, cache=True, **kw)
+    strata = sample_strata(q, names, n_sites)
+    kw = dict(bits=bits, verbose=False)
+    subset = None if n_sites is None else [n for sites, _ in strata for n in sites]
+    naive_r = measure_sensitivity(q, x, cache=False, sites=subset, **kw) if naive else None
+    cached = matrix_cost(q, x, strata, kw)
+    anchored = None if anchor_bits is None else matrix_cost(q, x, strata, {**kw, "anchor_bits": anchor_bits})
     with flop_counter() as fwd_flops:
         forward()
     with flop_counter() as lrp_flops:
         lrp_importance(model, x)
     fwd_times.append(timed(forward, repeat=3))
     t_fwd = min(fwd_times)
+    f_fwd = fwd_flops.get_total_flops()
     full_pairs = sum(len(bits) * (2 if "matmul" not in n else 1) for n in names)
-    per_pair = lambda r: (r.cpu_seconds - r.setup_cpu_seconds) / t_fwd / r.pairs  # noqa: E731
     row = {
         "model": TIMM_NAMES[name], "images": n_images, "sites_total": len(names),
         "sites_measured": "all" if subset is None else subset, "bits": list(bits),
-        "pairs_measured": cached.pairs, "pairs_full_matrix": full_pairs,
+        "pairs_measured": cached["pairs"], "pairs_full_matrix": full_pairs,
         "float_forward_s": round(t_fwd, 4),
         "autograd_input_grad_fwd_equiv": round(t_grad / t_fwd, 3),
         "lrp_fwd_equiv": round(t_lrp / t_fwd, 3),
-        "cached_fwd_equiv_per_pair": round(per_pair(cached), 3),
-        "cached_setup_fwd_equiv": round(cached.setup_cpu_seconds / t_fwd, 3),
+        "cached_fwd_equiv_per_pair": round(cached["cpu_measured"] / t_fwd / cached["pairs"], 3),
+        "cached_setup_fwd_equiv": round(cached["setup_cpu"] / t_fwd, 3),
     }
-    if subset is None:  # the full matrix itself, setup included
-        row["full_matrix_fwd_equiv"] = round(cached.cpu_seconds / t_fwd, 1)
-    else:
-        row["full_matrix_fwd_equiv_est"] = round(cached.setup_cpu_seconds / t_fwd + per_pair(cached) * full_pairs, 1)
-    full = row.get("full_matrix_fwd_equiv", row.get("full_matrix_fwd_equiv_est"))
-    row["full_matrix_fwd_equiv_per_pair"] = round(full / full_pairs, 3)
+    key = "full_matrix_fwd_equiv" if subset is None else "full_matrix_fwd_equiv_est"  # est: stratified
+    row[key] = round(cached["cpu_full"] / t_fwd, 1)
+    row["full_matrix_fwd_equiv_per_pair"] = round(cached["cpu_full"] / t_fwd / full_pairs, 3)
     # The same in FLOPs (matmuls, convolutions, attention): immune to other load on the machine.
-    f_fwd = fwd_flops.get_total_flops()
-    row["flop_fwd_equiv_per_pair"] = round(sweep_flops.get_total_flops() / f_fwd / cached.pairs, 3)
+    row["flop_fwd_equiv_per_pair"] = round(cached["flops_full"] / f_fwd / full_pairs, 3)
     row["flop_lrp_fwd_equiv"] = round(lrp_flops.get_total_flops() / f_fwd, 3)
     if naive_r is not None:
-        row["naive_fwd_equiv_per_pair"] = round(per_pair(naive_r), 3)
+        row["naive_fwd_equiv_per_pair"] = round((naive_r.cpu_seconds - naive_r.setup_cpu_seconds) / t_fwd
+                                                / naive_r.pairs, 3)
+    if anchored is not None:
+        row["anchor_bits"] = anchor_bits
+        row["anchored_fwd_equiv_per_pair"] = round(anchored["cpu_full"] / t_fwd / full_pairs, 3)
+        row["anchored_flop_fwd_equiv_per_pair"] = round(anchored["flops_full"] / f_fwd / full_pairs, 3)
     return row
 
 
@@ -183,6 +238,8 @@ def _peak_rss_mb() -> float:
 
 def memory_child(kind: str, n: int, folder: str | None) -> None:
     """Run one measurement and print its peak RSS (called in a fresh interpreter)."""
+    if kind not in ("api", "cli", "cli-mmap"):
+        raise ValueError(f"unknown memory measurement {kind!r}")
     if kind == "api":
         model, x = build("deit_s"), images(n)
         lrp_importance(model, x, batch_size=32)
@@ -199,7 +256,10 @@ def memory_child(kind: str, n: int, folder: str | None) -> None:
                    "--calib", str(n), "--bits", "4", "--batch-size", "32", "--threads", "1", "--quiet",
                    "--out", str(out)])
         assert rc == 0
-    print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1)}))
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1), "cpu_s": round(use.ru_utime + use.ru_stime, 1)}))
 
 
 def write_folder(root: Path, n: int) -> Path:
@@ -222,11 +282,15 @@ def bench_memory(kinds: tuple[str, ...] = ("api", "cli"), sizes: tuple[int, ...]
         for kind in kinds:
             for n in sizes:
                 t0 = time.perf_counter()
+                # "cli-mmap": the same command with glibc's mmap threshold fixed at its 128 KiB default
+                # (no dynamic raise), which stops the heap from fragmenting over LRP's batches
+                env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": "131072"} if kind == "cli-mmap" else {})}
                 out = subprocess.run([sys.executable, "-m", "benchmarks.profiling", "--memory-child", kind, str(n),
-                                      str(folder)], capture_output=True, text=True, check=True)
-                peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-                rows.setdefault(kind, {})[n] = {"peak_rss_mb": peak, "wall_s": round(time.perf_counter() - t0, 1)}
-                print(f"memory {kind} N={n}: peak RSS {peak:.0f} MB", flush=True)
+                                      str(folder)], capture_output=True, text=True, check=True, env=env)
+                child = json.loads(out.stdout.strip().splitlines()[-1])
+                peak = child["peak_rss_mb"]
+                rows.setdefault(kind, {})[n] = {**child, "wall_s": round(time.perf_counter() - t0, 1)}
+                print(f"memory {kind} N={n}: peak RSS {peak:.0f} MB, {child['cpu_s']} s CPU", flush=True)
     for kind, r in rows.items():
         lo, hi = r[min(sizes)]["peak_rss_mb"], r[max(sizes)]["peak_rss_mb"]
         r["growth"] = round(hi / lo - 1, 3)
@@ -341,8 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 8])
     ap.add_argument("--models", nargs="*", default=["deit_s", "swin_t", "vit_b"], choices=sorted(TIMM_NAMES))
     ap.add_argument("--no-naive", action="store_true", help="skip the full re-evaluation reference")
-    ap.add_argument("--memory", nargs="*", choices=["api", "cli"], default=None,
-                    help="peak RSS at 32 and 256 images through the API and/or the CLI (default both)")
+    ap.add_argument("--anchor-bits", type=int, default=None,
+                    help="also measure the opt-in anchored approximation at this anchor bit-width")
+    ap.add_argument("--memory", nargs="*", choices=["api", "cli", "cli-mmap"], default=None,
+                    help="peak RSS at 32 and 256 images through the API and/or the CLI (default both; "
+                    "cli-mmap: the CLI with MALLOC_MMAP_THRESHOLD_=131072)")
     ap.add_argument("--dist", action="store_true", help="2 gloo processes vs 1")
     ap.add_argument("--dist-depth", type=int, default=4, metavar="N",
                     help="blocks of the DeiT-S profiled by --dist (default 4; 12 is the full model)")
@@ -363,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = doc["commands"]
     command = "python -m benchmarks.profiling " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.models:
-        rows = [bench_cost(m, args.images, n_sites, tuple(args.bits), naive=not args.no_naive) for m in args.models]
+        rows = [bench_cost(m, args.images, n_sites, tuple(args.bits), naive=not args.no_naive,
+                           anchor_bits=args.anchor_bits) for m in args.models]
         print(f"{'model':32s} {'fwd s':>7s} {'LRP fe':>7s} {'grad fe':>7s} {'fe/pair':>8s} {'matrix fe':>10s} "
               f"{'fe/pair (matrix)':>17s} {'FLOP fe/pair':>13s} {'FLOP LRP fe':>12s}")
         for r in rows:
@@ -373,6 +441,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['autograd_input_grad_fwd_equiv']:7.2f} {r['cached_fwd_equiv_per_pair']:8.3f} "
                   f"{full:10.1f}{kind:4s} {r['full_matrix_fwd_equiv_per_pair']:13.3f} "
                   f"{r['flop_fwd_equiv_per_pair']:13.3f} {r['flop_lrp_fwd_equiv']:12.2f}")
+        for r in rows:
+            if "anchor_bits" in r:
+                print(f"{r['model']:32s} anchored at {r['anchor_bits']} bits (opt-in approximation): "
+                      f"{r['anchored_fwd_equiv_per_pair']:.3f} fe/pair, "
+                      f"FLOP {r['anchored_flop_fwd_equiv_per_pair']:.3f}")
         print("fe = forward-equivalents (CPU time of one float forward over the same images; FLOP fe: the same "
               "in counted FLOPs); targets: LRP <= 3, full matrix <= 0.25 fe per (layer, bits) pair")
         for r in rows:  # rows of earlier runs for other models are kept

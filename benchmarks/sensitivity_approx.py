@@ -22,6 +22,9 @@ plan's (0 = as good; the objective the allocator minimises, evaluated on the exa
 the CPU time and counted FLOPs of the whole `profile_model` call relative to the exact one's
 (LRP and calibration, a few forward passes, are in both).
 
+Also reported: how often the exact damage rises from one bit-width to the next (monotonicity in
+bits, which skipping a bit-width "bounded by its neighbour" would need).
+
 Shipped models: 256 class-balanced Fashion-MNIST training images (seed 0), bits 2,3,4,6,8, the
 default `QuantConfig`, as ``mixqvit profile`` does. ``deit_s``: a random-init timm
 ``deit_small_patch16_224`` on ``--deit-images`` random 224x224 images (its ranks only: random
@@ -58,6 +61,16 @@ def measured_pairs(profile) -> np.ndarray:
     """Damage of every measured pair (weight rows of weighted layers, every act row), flattened."""
     has_w = np.array([layer.has_weights for layer in profile.layers])
     return np.concatenate([profile.weight_sensitivity[has_w].ravel(), profile.act_sensitivity.ravel()])
+
+
+def monotonicity_violations(profile) -> dict[str, list[int]]:
+    """Per table: [adjacent bit-width pairs where the damage rises with more bits, pairs checked]
+    (whether a bit-width's damage could be bounded by its lower neighbour's)."""
+    out = {}
+    for table, tab in (("weight", profile.weight_sensitivity), ("act", profile.act_sensitivity)):
+        rows = tab[np.abs(tab).sum(axis=1) > 0]
+        out[table] = [int((np.diff(rows, axis=1) > 0).sum()), int(rows.shape[0] * (rows.shape[1] - 1))]
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,8 +130,10 @@ def bench_model(name: str, n: int, anchors: tuple[int, ...], early_stop: bool, d
         variants["exact, first half of the images"] = {"data": tuple(t[: len(t) // 2] for t in data)}
     exact, cpu_ex, flops_ex = run_profile(model, data, importance=plans)
     row = {"images": len(data[0]) if isinstance(data, tuple) else len(data), "bits": list(BITS),
-           "exact_sensitivity_cpu_s": round(exact.metadata["timings_s"]["sensitivity_s"], 1), "variants": {}}
-    print(f"{name}: exact profile {cpu_ex:.0f} s CPU", flush=True)
+           "exact_sensitivity_cpu_s": round(exact.metadata["timings_s"]["sensitivity_s"], 1),
+           "monotonicity_violations": monotonicity_violations(exact), "variants": {}}
+    print(f"{name}: exact profile {cpu_ex:.0f} s CPU; damage rising with bits at adjacent bit-widths "
+          f"(violations / pairs): {row['monotonicity_violations']}", flush=True)
     for label, kw in variants.items():
         prof, cpu, flops = run_profile(model, kw.pop("data", data), importance=plans, **kw)
         v = {"spearman": round(spearman(measured_pairs(prof), measured_pairs(exact)), 4),
