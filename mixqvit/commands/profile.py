@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "runs the whole network, the others are scaled from the error at the output of the layer's "
                         "own transformer block (recorded in the profile; see README 'Profiling')")
     approx.add_argument("--early-stop", action="store_true",
-                        help="approximate sensitivity: stop each (layer, bits) pair once its mean is known to 5%% or is "
-                        "negligible next to the layer's lowest-bit damage (images used recorded in the profile)")
+                        help="approximate sensitivity: stop each (layer, bits) pair once its mean is known to 5%% "
+                        "or is negligible next to the layer's lowest-bit damage (images used recorded in the profile)")
     add_runtime_args(p, workers=False)
     add_quiet_arg(p)
 
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if runtime.main:
         profile.save(out)
         procs = f" x {runtime.world_size} processes" if runtime.world_size > 1 else ""
+        n = profile.metadata["calibration_size"]
         print(f"profiled {len(profile.layers)} layers of {loaded.name} at bits {list(profile.bits)} on "
-              f"{profile.metadata['calibration_size']} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
+              f"{n} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
     return 0
