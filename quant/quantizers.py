@@ -16,7 +16,8 @@ but in place on one fresh tensor (the straight-through terms, which need autogra
 no-ops there), so a quantized activation costs a few passes over memory instead of eight
 allocations; a weight is fake-quantized once per (weight, bits, grid) and reused. The results
 are bit-identical to the reference formulas (tested), so they stay equal to the exported
-ONNX ``QuantizeLinear``'s ``round(x / s) + z`` -- a fused ``x * (1/s)`` kernel would not be.
+ONNX graph, which writes torch's ``round(x / s + z)`` as Div, Add and a unit-scale
+``QuantizeLinear`` (``quant.deploy.onnx_export``) -- a fused ``x * (1/s)`` kernel would not be.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def _replace(current: torch.Tensor, value: torch.Tensor, learnable: bool) -> tor
 
 
 class UniformQuantizer(nn.Module):
-    """Uniform fake quantizer ``(clamp(round(x/s)+z, qmin, qmax) - z) * s``.
+    """Uniform fake quantizer ``(round(clamp(x/s + z, qmin, qmax)) - z) * s``.
 
     ``channel_axis=None`` is per-tensor; otherwise ``scale``/``zero_point`` are vectors along
     that axis. Parameters are set with :meth:`set_qparams` by the owner (weight or activation
