@@ -14,7 +14,7 @@ Methods are ``QuantConfig`` variants (:data:`METHODS`): ``repq`` is
 ``QuantConfig.preset("repq")``; ``default`` is ``QuantConfig()`` as shipped; ``seq`` and ``v1``
 the presets of those names (``v1``: the default before issue 16); ``+name``/``-name`` variants switch one ingredient on (over ``v1``) or
 off (from ``default``); ``default+recon`` adds the optional output reconstruction of the
-quantizer scales (``quant.reconstruct.reconstruct``, :data:`RECON_STEPS` steps). Every cell is a fresh ``quantize`` of the float model on a class-balanced
+quantizer scales (``quant.reconstruct.reconstruct`` with :data:`RECON`'s arguments; ``-drop``: QDrop). Every cell is a fresh ``quantize`` of the float model on a class-balanced
 draw of train images (one per calibration seed), evaluated on the first ``--n-test`` test
 images. Calibration time is the wall and process-CPU time of ``quantize`` plus the first
 forward (lazy range searches); the CPU time is robust to other jobs on the machine, so the
@@ -68,17 +68,18 @@ METHODS: dict[str, tuple[str, dict]] = {
     "+seq": ("default", {**V1, "sequential": True}),
     "+gptq": ("default", {**V1, "weight_rounding": "gptq"}),
     "-gptq": ("default", {"weight_rounding": "nearest"}),
-    "-logsqrt2": ("default", {"softmax": "log2"}),
-    "+logsearch": ("default", {"softmax": "log"}),
+    "-logsearch": ("default", {"softmax": "logsqrt2"}),  # the default before the searched log base
+    "-logsearch+log2": ("default", {"softmax": "log2"}),
     "-actsearch": ("default", {"act_method": "mse"}),
     "-lnsearch": ("default", {"post_ln_range": "fixed"}),
     "+seq+wasym": ("default", {"sequential": True, "weight_symmetric": False}),
     "repq+gptq": ("repq", {"weight_rounding": "gptq"}),
-    "default+recon": ("default", {}),  # then quant.reconstruct.reconstruct (RECON_STEPS steps)
+    "default+recon": ("default", {}),  # then quant.reconstruct.reconstruct (RECON[method])
+    "default+recon-drop": ("default", {}),
 }
 
-#: Steps of the optional output reconstruction of method "default+recon".
-RECON_STEPS = 300
+#: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
+RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300, drop=0.5)}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:
@@ -89,11 +90,11 @@ def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:
 
 
 def run_cell(model: torch.nn.Module, bits: int, calib: torch.Tensor, cfg: QuantConfig, test_x: torch.Tensor,
-             ref: torch.Tensor, test_y: torch.Tensor, recon_steps: int = 0) -> dict:
+             ref: torch.Tensor, test_y: torch.Tensor, recon: dict | None = None) -> dict:
     t, c = time.perf_counter(), time.process_time()
     qmodel = quantize(model, f"W{bits}A{bits}", calib, config=cfg)
-    if recon_steps:
-        reconstruct(qmodel, model, calib, steps=recon_steps, seed=cfg.seed)
+    if recon:
+        reconstruct(qmodel, model, calib, seed=cfg.seed, **recon)
     logits(qmodel, test_x[:1])
     calib_s, calib_cpu_s = time.perf_counter() - t, time.process_time() - c
     return {"calib_s": calib_s, "calib_cpu_s": calib_cpu_s, **evaluate(logits(qmodel, test_x), ref, test_y)}
@@ -130,7 +131,7 @@ def run(models: list[str], bits: list[int], settings: list[str], methods: list[s
                         row = {"model": name, "setting": setting, "bits": b, "method": method, "calib_seed": seed,
                                "float_top1": float((ref.argmax(1) == test_y).float().mean()),
                                **run_cell(model, b, calib, cfg, test_x, ref, test_y,
-                                          RECON_STEPS if method.endswith("+recon") else 0)}
+                                          RECON.get(method))}
                         rows.append(row)
                         if partial is not None:
                             write_json({"complete": False, "rows": rows}, partial)

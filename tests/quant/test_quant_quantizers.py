@@ -104,6 +104,16 @@ def test_log_base_search_returns_the_smaller_error_of_the_two_grids(bits, seed, 
         assert err <= log_scale_search(probs, probs.max(), bits, other)[1] * (1 + 1e-6)
 
 
+def _calibrated(aq: ActQuantizer, x: torch.Tensor) -> ActQuantizer:
+    """``aq`` after one float calibration pass over ``x`` (bits off, observer finished)."""
+    aq.observer.reset()
+    aq.observer.active = True
+    aq(x)
+    aq.observer.finish()
+    aq.observer.active = False
+    return aq
+
+
 def test_searched_log_quantizer_keeps_flat_window_attention_at_3_bits():
     """sqrt(2) steps at 3 bits reach only 2^-3 of the scale: with a few peaked heads setting the
     scale near 1, the flat heads of 7x7-window attention (near 1/49) would be zeroed; the
@@ -112,19 +122,11 @@ def test_searched_log_quantizer_keeps_flat_window_attention_at_3_bits():
     scores = torch.randn(64, 49, generator=g) * 0.5
     scores[:4, 0] += 12.0  # four peaked rows
     probs = torch.softmax(scores, dim=-1)
-    aq = ActQuantizer(kind="log", method="search")
-    aq.observer.active = True
-    aq(probs)
-    aq.observer.finish()
-    aq.observer.active = False
+    aq = _calibrated(ActQuantizer(kind="log", method="search"), probs)
     aq.set_bits(3)
     y = aq(probs)
     assert aq.quantizer.base == "log2" and float((y[4:] > 0).float().mean()) > 0.8  # sqrt(2): 0.1%
-    fixed = ActQuantizer(kind="logsqrt2", method="search")
-    fixed.observer.active = True
-    fixed(probs)
-    fixed.observer.finish()
-    fixed.observer.active = False
+    fixed = _calibrated(ActQuantizer(kind="logsqrt2", method="search"), probs)
     fixed.set_bits(3)
     assert float((y - probs).pow(2).sum()) < float((fixed(probs) - probs).pow(2).sum())
     aq.set_bits(8)
