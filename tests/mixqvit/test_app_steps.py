@@ -110,7 +110,8 @@ def test_joint_damage_is_the_kl_of_the_whole_plan(tiny, image_folder):
     expected = torch.nn.functional.kl_div(torch.log_softmax(w2.double(), 1), torch.log_softmax(w8.double(), 1),
                                           log_target=True, reduction="batchmean").item()
     (damage,) = joint_damage(switcher, ["W2A2"], x, w8, batch_size=3)
-    assert damage == pytest.approx(expected, rel=1e-9) and damage > 0
+    # batches of 3 against one batch of 7: float32 logits may differ in the last bits (measured 1.4e-7 relative)
+    assert damage == pytest.approx(expected, rel=1e-5) and damage > 0
 
 
 def test_plan_average_bits_of_a_real_profile(tiny, image_folder):
