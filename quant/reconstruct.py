@@ -1,20 +1,35 @@
-"""Optional output reconstruction of the quantizer scales after PTQ (BRECQ-style, network-wide).
+"""Optional output reconstruction after PTQ: learned weight rounding block by block (AdaRound /
+BRECQ), then the quantizer scales network-wide.
 
-After calibration each quantizer's range was chosen to minimise *its own* error; the errors
-still add up through the network. This stage learns every step size and offset of the
-quantized model (LSQ/LSQ+ parameters, :func:`quant.make_quantizers_learnable`; the log
-softmax quantizer stays frozen) so that the quantized model's output features and logits
-match the float model's on the calibration images. Weights, LayerNorms and biases stay
-frozen: only a few thousand scale parameters are fitted, which 32 calibration images
-constrain well (a token-level feature loss gives ``images x tokens x width`` targets).
-Reconstruction the rounding itself is GPTQ's job (``QuantConfig.weight_rounding="gptq"``),
-whose rounded weights become the frozen starting point here.
+After calibration each quantizer's range was chosen to minimise *its own* error, and each
+weight's rounding (GPTQ, ``QuantConfig.weight_rounding="gptq"``) its own layer's; the errors
+still add up through the network. Two stages, both fitted to the float model on the
+calibration images:
 
-Cost: ``steps`` forward+backward passes of a calibration batch (tens of seconds on a CPU for
-the shipped models); it is bit-specific, so it runs after :func:`quant.quantize` with the
-plan's bits, not during profiling.
+1. ``rounding_steps > 0``: learned rounding (:mod:`quant.adaround`). Each transformer block in
+   forward order: the rounding of its weights (up or down from the GPTQ-compensated weights,
+   starting at GPTQ's choice), optionally jointly with the block's step sizes and offsets, is
+   fitted so that the block's output on the inputs the already-fitted quantized blocks produce
+   matches the float model's output of that block (BRECQ). The weights are then hardened to
+   integer codes on the same grid; a block whose hardened output error ends above its starting
+   error is put back as it started. Weights outside the blocks (patch embedding, Swin's patch
+   merging, heads) keep GPTQ's rounding.
+2. ``steps > 0``: every step size and offset of the quantized model (LSQ/LSQ+ parameters,
+   :func:`quant.make_quantizers_learnable`; the log softmax quantizer stays frozen) is fitted
+   so that the model's output features and logits match the float model's. Weights (now on
+   their grid), LayerNorms and biases stay frozen: a few thousand scale parameters, which 32
+   calibration images constrain well (``images x tokens x width`` targets).
+
+Cost: stage 2 is ``steps`` forward+backward passes of a calibration batch through the model;
+stage 1 ``rounding_steps`` passes through each block (about ``rounding_steps`` model passes in
+all) plus one forward of the calibration set per block. Bit-specific, so it runs after
+:func:`quant.quantize` with the plan's bits, not during profiling.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +37,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .act_quantizers import ActQuantizer
+from .adaround import attach_rounding, beta_schedule, find_blocks
 from .data_utils import iter_images
-from .lsq import make_quantizers_learnable, param_groups
+from .lsq import LearnedQuantizers, make_quantizers_learnable, param_groups
 
-__all__ = ["reconstruct"]
+__all__ = ["reconstruct", "fit_rounding", "BlockFit"]
+
+
+@dataclass
+class BlockFit:
+    """What stage 1 did to one block: its hardened output error on the calibration inputs
+    before and after fitting (mean squared error over the float output's variance), the share
+    of its weight codes that changed, and whether it was put back as it started."""
+
+    block: str
+    start_error: float
+    end_error: float
+    flipped: float
+    reverted: bool
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,57 +75,208 @@ def _dropping(p: float, gen: torch.Generator):
     return hook
 
 
-def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 100, lr: float = 1e-3,
-                batch_size: int = 32, seed: int = 0, verbose: bool = False,
-                drop: float = 0.0) -> nn.Module:
-    """Fit the quantizer scales of ``qmodel`` (from :func:`quant.quantize`) to the float
-    ``model`` on ``calib_data``, in place; returns ``qmodel`` in eval mode.
-
-    Loss per batch: mean squared error of the output features divided by their variance in
-    the float model, plus the KL divergence of the logits. Adam over the LSQ parameter groups
-    (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
-    (QDrop, Wei et al., ICLR 2022) each activation quantizer's output element stays float
-    with that probability during fitting, which fits scales that hold for many patterns of
-    upstream error rather than the one of the fitting batches. Deterministic for a given
-    ``seed``.
-    """
-    if steps < 1:
-        raise ValueError(f"reconstruct: steps={steps}; expected >= 1")
-    if not 0.0 <= drop < 1.0:
-        raise ValueError(f"reconstruct: drop={drop}; expected 0 <= drop < 1 (the share of activations kept float while fitting)")
-    images = torch.cat([b for b in iter_images(calib_data, None)])
-    device = next(qmodel.parameters()).device
-    images = images.to(device)
-    model.eval()
-    with torch.no_grad():
-        target_feats, target_logits = zip(*(_features(model, images[i:i + batch_size])
-                                             for i in range(0, len(images), batch_size)))
-    learned = make_quantizers_learnable(qmodel)
+@contextmanager
+def _only_trainable(qmodel: nn.Module, learned: LearnedQuantizers) -> Iterator[None]:
+    """While active, only the learned quantizer parameters require gradients; the caller's
+    flags come back afterwards."""
     learnable = {id(p) for p in learned.parameters()}
     was_trainable = {p: p.requires_grad for p in qmodel.parameters()}
     for p in was_trainable:
         p.requires_grad_(id(p) in learnable)
-    gen = torch.Generator().manual_seed(seed)
-    hooks = [aq.register_forward_hook(_dropping(drop, gen)) for aq in qmodel.modules()
-             if isinstance(aq, ActQuantizer)] if drop > 0 else []
-    qmodel.eval()  # no dropout; quantizers train through their parameters only
     try:
-        groups = [g for g in param_groups(qmodel, learned, lr) if not g["name"].startswith("weights")]
-        opt = torch.optim.Adam(groups) if groups else None
-        for _ in tqdm(range(steps if opt else 0), desc="reconstruct", disable=None if verbose else True, leave=False):
-            k = int(torch.randint(len(target_feats), (1,), generator=gen))
-            x = images[k * batch_size:(k + 1) * batch_size]
-            feats, logits = _features(qmodel, x)
-            tf, tl = target_feats[k], target_logits[k]
-            loss = F.mse_loss(feats, tf) / tf.var().clamp(min=1e-12)
-            loss = loss + F.kl_div(F.log_softmax(logits, -1), F.log_softmax(tl, -1), log_target=True, reduction="batchmean")
+        yield
+    finally:
+        for p, flag in was_trainable.items():
+            p.requires_grad_(flag)
+
+
+class _Reached(Exception):
+    """Raised by a pre-hook to stop a forward pass once the wanted input was recorded."""
+
+
+@torch.no_grad()
+def _block_inputs(qmodel: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The input of ``block`` in ``qmodel`` for every image (the forward stops there)."""
+    seen: list[torch.Tensor] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if len(args) != 1 or any(v is not None for v in kwargs.values()):
+            raise ValueError(f"fit_rounding: block {type(module).__name__} is called with more than one input; "
+                             "only blocks called as block(x) can be reconstructed")
+        seen.append(args[0].detach())
+        raise _Reached
+
+    handle = block.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        for i in range(0, len(images), batch_size):
+            try:
+                qmodel(images[i:i + batch_size])
+            except _Reached:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+@torch.no_grad()
+def _block_outputs(model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """The output of each named block of the float ``model`` for every image (one pass)."""
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = [model.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: seen[n].append(out.detach()))
+               for n in names]
+    try:
+        for i in range(0, len(images), batch_size):
+            model(images[i:i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(v) for n, v in seen.items()}
+
+
+@torch.no_grad()
+def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> float:
+    """Mean squared error of the block's output over the targets' variance, on all inputs."""
+    sq = sum(float((block(inputs[i:i + batch_size]) - targets[i:i + batch_size]).pow(2).sum())
+             for i in range(0, len(inputs), batch_size))
+    return sq / targets.numel() / max(float(targets.var()), 1e-12)
+
+
+def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers,
+                 steps: int, lr: float = 1e-2, reg: float = 0.01, scales: bool = True, scale_lr: float = 1e-3,
+                 batch_size: int = 32, gen: torch.Generator | None = None, verbose: bool = False) -> list[BlockFit]:
+    """Stage 1 of :func:`reconstruct` on ``qmodel`` in place (its quantizers made learnable as
+    ``learned``); returns one :class:`BlockFit` per block.
+
+    Per block: ``steps`` Adam steps (learning rate ``lr`` on the rounding variables; with
+    ``scales`` also on the block's step sizes and offsets at the LSQ-equivalent rates of
+    ``scale_lr``) on random batches of ``batch_size`` inputs, minimising the normalised block
+    output error plus ``reg`` times the mean rounding regulariser (annealed,
+    :func:`quant.adaround.beta_schedule`).
+    """
+    names = find_blocks(qmodel)
+    if not names:
+        raise ValueError("fit_rounding: the model has no transformer block (a module whose class name ends in 'Block')")
+    gen = gen if gen is not None else torch.Generator().manual_seed(0)
+    targets = _block_outputs(model, names, images, batch_size)
+    groups = param_groups(qmodel, learned, scale_lr) if scales else []
+    fits = []
+    with _only_trainable(qmodel, learned):
+        for name in tqdm(names, desc="rounding", disable=None if verbose else True, leave=False):
+            block = qmodel.get_submodule(name)
+            inputs, target = _block_inputs(qmodel, block, images, batch_size), targets[name]
+            fits.append(_fit_block(name, block, inputs, target, steps, lr, reg,
+                                   [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size, gen))
+    return fits
+
+
+def _fit_block(name: str, block: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
+               reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
+               gen: torch.Generator) -> BlockFit:
+    roundings = list(attach_rounding(block).values())
+    if not roundings:  # a block whose weights are all float: nothing to round
+        err = _block_error(block, inputs, target, batch_size)
+        return BlockFit(name, err, err, 0.0, False)
+    start_codes = [r.codes() for r in roundings]
+    start_scales = [p.detach().clone() for g in scale_groups for p in g["params"]]
+    start_error = _block_error(block, inputs, target, batch_size)
+    variance = max(float(target.var()), 1e-12)
+    opt = torch.optim.Adam([{"params": [r.v for r in roundings], "lr": lr}, *scale_groups])
+    for r in roundings:
+        r.soft = True
+    try:
+        for step in range(steps):
+            idx = torch.randperm(len(inputs), generator=gen)[:batch_size]
+            loss = F.mse_loss(block(inputs[idx]), target[idx]) / variance
+            beta = beta_schedule(step, steps)
+            if beta is not None:
+                loss = loss + reg * sum(r.regulariser(beta) for r in roundings) / len(roundings)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             learned.project_()
     finally:
+        for r in roundings:
+            r.soft = False
+    end_error = _block_error(block, inputs, target, batch_size)
+    reverted = end_error > start_error
+    if reverted:  # put the block back as it started: hard codes and scales
+        with torch.no_grad():
+            for r, codes in zip(roundings, start_codes):
+                r.v.copy_(torch.where(codes > r.base, 1.0, -1.0))
+            for p, s in zip((p for g in scale_groups for p in g["params"]), start_scales):
+                p.copy_(s)
+        end_error = start_error
+    changed = sum(int((r.codes() != c).sum()) for r, c in zip(roundings, start_codes))
+    total = sum(c.numel() for c in start_codes)
+    for r in roundings:
+        r.harden_()
+    return BlockFit(name, start_error, end_error, changed / total, reverted)
+
+
+def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 100, lr: float = 1e-3,
+                batch_size: int = 32, seed: int = 0, verbose: bool = False, drop: float = 0.0,
+                rounding_steps: int = 0, rounding_lr: float = 1e-2, rounding_reg: float = 0.01,
+                rounding_scales: bool = True, report: list | None = None) -> nn.Module:
+    """Fit ``qmodel`` (from :func:`quant.quantize`) to the float ``model`` on ``calib_data``, in
+    place; returns ``qmodel`` in eval mode. See the module docstring for the two stages.
+
+    Stage 1 runs when ``rounding_steps > 0`` (:func:`fit_rounding` with ``rounding_lr``,
+    ``rounding_reg``, ``rounding_scales`` and ``lr`` for the scales); its :class:`BlockFit`
+    records are appended to ``report`` when given. Stage 2 runs when ``steps > 0``: loss per
+    batch is the mean squared error of the output features over their variance in the float
+    model plus the KL divergence of the logits; Adam over the LSQ parameter groups
+    (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
+    (QDrop, Wei et al., ICLR 2022) each activation quantizer's output element stays float
+    with that probability during stage 2. Deterministic for a given ``seed``.
+    """
+    if steps < 0 or rounding_steps < 0 or steps + rounding_steps == 0:
+        raise ValueError(f"reconstruct: steps={steps}, rounding_steps={rounding_steps}; expected both >= 0 and at "
+                         "least one > 0 (steps: network-wide scale fitting; rounding_steps: learned rounding per block)")
+    if not 0.0 <= drop < 1.0:
+        raise ValueError(f"reconstruct: drop={drop}; expected 0 <= drop < 1 (the share of activations kept float while fitting)")
+    if rounding_lr <= 0 or rounding_reg < 0:
+        raise ValueError(f"reconstruct: rounding_lr={rounding_lr}, rounding_reg={rounding_reg}; expected "
+                         "rounding_lr > 0 and rounding_reg >= 0")
+    images = torch.cat([b for b in iter_images(calib_data, None)])
+    device = next(qmodel.parameters()).device
+    images = images.to(device)
+    model.eval()
+    qmodel.eval()  # no dropout; quantizers train through their parameters only
+    learned = make_quantizers_learnable(qmodel)
+    gen = torch.Generator().manual_seed(seed)
+    if rounding_steps:
+        fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
+                            rounding_scales, lr, batch_size, gen, verbose)
+        if report is not None:
+            report.extend(fits)
+    if steps:
+        _fit_scales(qmodel, model, images, learned, steps, lr, batch_size, gen, drop, verbose)
+    return qmodel.eval()
+
+
+def _fit_scales(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers, steps: int,
+                lr: float, batch_size: int, gen: torch.Generator, drop: float, verbose: bool) -> None:
+    """Stage 2 of :func:`reconstruct`: every step size and offset against features and logits."""
+    with torch.no_grad():
+        target_feats, target_logits = zip(*(_features(model, images[i:i + batch_size])
+                                             for i in range(0, len(images), batch_size)))
+    hooks = [aq.register_forward_hook(_dropping(drop, gen)) for aq in qmodel.modules()
+             if isinstance(aq, ActQuantizer)] if drop > 0 else []
+    try:
+        with _only_trainable(qmodel, learned):
+            groups = [g for g in param_groups(qmodel, learned, lr) if not g["name"].startswith("weights")]
+            opt = torch.optim.Adam(groups) if groups else None
+            for _ in tqdm(range(steps if opt else 0), desc="reconstruct", disable=None if verbose else True, leave=False):
+                k = int(torch.randint(len(target_feats), (1,), generator=gen))
+                x = images[k * batch_size:(k + 1) * batch_size]
+                feats, logits = _features(qmodel, x)
+                tf, tl = target_feats[k], target_logits[k]
+                loss = F.mse_loss(feats, tf) / tf.var().clamp(min=1e-12)
+                loss = loss + F.kl_div(F.log_softmax(logits, -1), F.log_softmax(tl, -1), log_target=True, reduction="batchmean")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                learned.project_()
+    finally:
         for h in hooks:
             h.remove()
-        for p, flag in was_trainable.items():
-            p.requires_grad_(flag)
-    return qmodel.eval()
