@@ -20,15 +20,20 @@ allocator proposes and a joint score disposes:
 2. ``score(plans) -> values`` (lower is better; e.g. ``profiling.joint_damage`` on the
    calibration images) is called once on all candidates; the lowest wins, ties to the earlier
    candidate (so to the additive optimum first).
+3. opt-in (``polish`` > 0 evaluations): local search from the winner on the same score
+   (`allocator.polish`: raise one layer a level and lower up to two others, or swap two layers'
+   bits, under the budget), which may leave the near-optimal neighbourhood.
 
 What is proven, and in which model: the first k candidates are the k best plans of the additive
 model (exact, tested against brute force); the chosen plan has the lowest joint score among the
 candidates scored, and its additive objective is within ``gap`` of the proven additive optimum
 (or it is a quadratic or ``extra`` plan, reported as such); a quadratic candidate with status
 "optimal" is the proven optimum of the quadratic model (the i-th: among plans not listed before).
-Nothing is claimed about the joint score over all
-plans: that optimisation is a black box here, and the candidate set is the bet that the joint
-optimum lies near the additive one.
+With ``polish``, the returned plan is feasible,
+scores no higher than the winning candidate, and is a local minimum of the score under the
+polish move set when ``polished.stopped == "local minimum"`` (else the evaluation cap or time
+limit came first). Nothing is claimed about the joint score over all plans: that optimisation is
+a black box here.
 
 Torch-free: the score arrives as a callable.
 """
@@ -48,6 +53,7 @@ from .errors import PlanError
 from .kbest import k_best
 from .objective import DEFAULT_ALPHA, Objective
 from .plan import Plan
+from .polish import PolishResult, check_polish_options, polish_posed
 from .profile import Profile
 from .quadratic import Interactions, quadratic_model, solve_quadratic
 from .solving import Posed, check_solver_name, decode, pose
@@ -71,7 +77,9 @@ class JointChoice:
     """The outcome of `solve_joint`: the chosen plan, every candidate and its scores.
 
     ``optimum`` is the proven optimum of the additive objective; ``kbest_complete`` says whether
-    fewer than k plans exist at all; times are wall-clock seconds.
+    fewer than k plans exist at all; times are wall-clock seconds. With polishing, ``plan`` is
+    the polished plan, ``polished`` says how it was reached, and ``chosen`` is the candidate it
+    started from.
     """
 
     plan: Plan
@@ -84,10 +92,14 @@ class JointChoice:
     candidates_time_s: float
     score_time_s: float
     notes: list[str] = field(default_factory=list)
+    polished: PolishResult | None = None
 
     @property
     def source(self) -> str:
-        return self.candidates[self.chosen].source
+        start = self.candidates[self.chosen].source
+        if self.polished is None:
+            return start
+        return f"{start} + polish ({len(self.polished.moves)} moves, {self.polished.stopped})"
 
     def table(self) -> str:
         """One line per candidate: source, additive objective, joint score, chosen mark."""
@@ -130,23 +142,27 @@ def _perturbed(posed: Posed, optimum: float, n: int, sigma: float, gap: float, s
     return out
 
 
-def choice_of(plan: Plan, posed: Posed, i: int = 0) -> np.ndarray:
-    """Option index per layer of plan number ``i`` in the posed problem; PlanError if it cannot compete."""
+def choice_of(plan: Plan, posed: Posed, i: int = 0, label: str | None = None) -> np.ndarray:
+    """Option index per layer of plan number ``i`` in the posed problem; PlanError if it cannot compete.
+
+    ``label`` names the plan in errors (default: "extra plan <i + 1>").
+    """
     grid, problem = posed.grid, posed.problem
+    label = f"extra plan {i + 1}" if label is None else label
     names = [layer.name for layer in plan.layer_info]
     if names != [layer.name for layer in posed.profile.layers]:
-        raise PlanError(f"extra plan {i + 1} is for other layers than the profile's; build it from this profile")
+        raise PlanError(f"{label} is for other layers than the profile's; build it from this profile")
     choice = np.empty(len(names), dtype=np.int64)
     for l, name in enumerate(names):
         hit = np.flatnonzero((grid.w_bits[l] == plan.w_bits[name]) & (grid.a_bits[l] == plan.a_bits[name])
                              & np.isfinite(problem.loss[l]))
         if not hit.size:
-            raise PlanError(f"extra plan {i + 1}: layer {name!r} at W{plan.w_bits[name]}A{plan.a_bits[name]} is not "
+            raise PlanError(f"{label}: layer {name!r} at W{plan.w_bits[name]}A{plan.a_bits[name]} is not "
                             "an option of this problem (check bits, pins and ties)")
         choice[l] = hit[0]
     broken = problem.violations_of(choice)
     if broken:
-        raise PlanError(f"extra plan {i + 1} breaks the budget {posed.budget}: " + "; ".join(broken)
+        raise PlanError(f"{label} breaks the budget {posed.budget}: " + "; ".join(broken)
                         + "; only feasible plans compete")
     return choice
 
@@ -198,7 +214,8 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
                 seed: int = 0, objective: Objective = "mixqvit", alpha: float = DEFAULT_ALPHA,
                 tie_wa: bool = False, pinned: Mapping[str, int | None] | None = None,
                 solver: str = "auto", interactions: Interactions | None = None, quadratic: int = 1,
-                quadratic_time_limit: float = 10.0) -> JointChoice:
+                quadratic_time_limit: float = 10.0, polish: int = 0, polish_batch: int = 16,
+                polish_time_limit: float | None = None) -> JointChoice:
     """Choose, by ``score``, among exact near-optimal plans of the additive objective (module doc).
 
     Args:
@@ -212,12 +229,16 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
         interactions, quadratic, quadratic_time_limit: measured pairwise interaction terms; the
             ``quadratic`` best plans of the quadratic model (exact, within the time limit) compete.
         seed: seeds the perturbations (same inputs and seed -> same choice).
+        polish, polish_batch, polish_time_limit: opt-in local search from the chosen candidate
+            (`allocator.polish.polish`): at most ``polish`` plans scored, ``polish_batch`` per
+            call of ``score``; 0 (default) polishes nothing.
 
     Raises:
         BudgetInfeasibleError, ValueError: as `allocator.solve`; PlanError for an extra plan
         that is not an option of the posed problem or breaks the budget; ValueError if
         ``score`` returns a wrong number of values or NaN.
     """
+    check_polish_options(polish, polish_batch, polish_time_limit)
     start = time.perf_counter()
     candidates, optimum, complete = candidate_plans(
         profile, budget=budget, k=k, perturbed=perturbed, sigma=sigma, gap=gap, extra=extra, seed=seed,
@@ -232,5 +253,16 @@ def solve_joint(profile: Profile, *, budget: Budget | float | str | Mapping, sco
     chosen = int(np.argmin(values))
     plan = candidates[chosen].plan
     plan.solver = f"{plan.solver}+joint({len(candidates)})"
-    plan.solve_time_s = scored - start
-    return JointChoice(plan, chosen, candidates, values, optimum, gap, complete, made - start, scored - made)
+    polished = None
+    if polish:
+        with warnings.catch_warnings():  # candidate_plans posed this problem and warned already
+            warnings.simplefilter("ignore", UserWarning)
+            posed = pose(profile, budget, objective=objective, alpha=alpha, tie_wa=tie_wa, pinned=pinned)
+        polished = polish_posed(posed, choice_of(plan, posed, label="the chosen candidate"), score=score,
+                                max_evals=polish, batch=polish_batch, time_limit=polish_time_limit,
+                                start_score=values[chosen], optimum=optimum)
+        plan = polished.plan
+        plan.solver = f"{candidates[chosen].plan.solver}+{plan.solver}"
+    plan.solve_time_s = time.perf_counter() - start
+    return JointChoice(plan, chosen, candidates, values, optimum, gap, complete, made - start, scored - made,
+                       polished=polished)

@@ -1,0 +1,124 @@
+"""Does local search on the joint calibration KL ("polish") find better plans than the joint choice?
+
+    python -m benchmarks.polish [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3 4]
+                                [--preset default] [--max-evals 120] [--batch 12] [--threads 1]
+                                [--scores half full] [--tag NAME]
+
+For each shipped model and demo budget (size and BOPs of uniform WbAb, pins freed as in the
+demo): today's joint choice (`allocator.joint.solve_joint` with the demo's options, k=3 best +
+8 perturbed + uniform, joint KL on the 256 calibration images), then `allocator.polish.polish`
+from it, capped at ``--max-evals`` scored plans, ``--batch`` plans per call, with one of two
+scores:
+
+* ``full``: the joint KL on all 256 calibration images (the score the joint choice minimised);
+* ``half``: the joint KL on a fixed half of them (128, every other image of the class-balanced
+  set), so the other half is held out: if the polished plan's KL falls on the half it searched
+  but not on the held-out half, the search fits the calibration images rather than the model.
+
+Each plan (additive optimum, joint choice, polished) gets its top-1 on all 10,000 test images
+(exact McNemar against the additive optimum and against the joint choice) and its joint KL on
+both halves. The polish step's CPU seconds (``time.process_time``, one torch thread) are
+recorded; the joint choice's own step is timed as in `benchmarks.ranking`.
+Writes benchmarks/results/polish_<model>[_<preset>][_<tag>].json.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+from allocator.atomic import write_json  # noqa: E402
+from allocator.joint import solve_joint  # noqa: E402
+from allocator.polish import polish  # noqa: E402
+
+from .planbench import (MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_exact, plan_key, quiet,  # noqa: E402
+                        suffix)
+from .ranking import JOINT  # noqa: E402
+
+SCORES = ("half", "full")
+
+
+def _halves(mb: ModelBench) -> dict:
+    """Calibration images and float logits of the searched half (even positions) and the held-out half."""
+    return {"searched": (mb.calib[0::2], mb.calib_logits[0::2]), "held_out": (mb.calib[1::2], mb.calib_logits[1::2])}
+
+
+def _kl_on(mb: ModelBench, plans: list, half: tuple) -> list[float]:
+    from profiling import joint_damage
+
+    return joint_damage(mb.switcher, plans, half[0], half[1])
+
+
+def run_budget(mb: ModelBench, b: int, scores: list[str], max_evals: int, batch: int) -> dict:
+    profile = mb.profile
+    uniform, budget, free = demo_budget(profile, b)
+    cpu = time.process_time()
+    choice = quiet(solve_joint, profile, budget=budget, score=mb.joint_kl, extra=[uniform], pinned=free, **JOINT)
+    joint_cpu = time.process_time() - cpu  # small when the candidates' KL is cached from an earlier run
+    halves = _halves(mb)
+    plans = {"additive_optimum": choice.candidates[0].plan, "joint_choice": choice.plan}
+    out: dict = {"joint": {"source": choice.source, "n_candidates": len(choice.candidates), "cpu_time_s": joint_cpu,
+                           "score": choice.scores[choice.chosen]}, "polish": {}}
+    for name in scores:
+        if name == "full":
+            score, start = mb.joint_kl, choice.scores[choice.chosen]
+        else:
+            score = lambda ps: _kl_on(mb, ps, halves["searched"])  # noqa: E731
+            start = None  # scored afresh on the searched half (one evaluation)
+        cpu = time.process_time()
+        res = quiet(polish, profile, choice.plan, budget=budget, score=score, pinned=free, max_evals=max_evals,
+                    batch=batch, start_score=start)
+        cpu = time.process_time() - cpu
+        plans[f"polished_{name}"] = res.plan
+        out["polish"][name] = {"cpu_time_s": cpu, "wall_s": res.time_s, "stopped": res.stopped,
+                               "evaluations": res.evaluations, "calls": res.calls, "neighbours": res.neighbours,
+                               "checked": res.checked, "start_score": res.start_score, "score": res.score,
+                               "moves": [{"changes": list(m.changes), "score": m.score, "evaluations": m.evaluations}
+                                         for m in res.moves]}
+        print(f"[{mb.name}] W{b}A{b} polish/{name}: {len(res.moves)} moves, {res.start_score:.4f} -> {res.score:.4f}, "
+              f"{res.stopped} ({res.evaluations} scored of {res.neighbours} neighbours), {cpu:.1f} s CPU", flush=True)
+    opt = mb.correct(plans["additive_optimum"])
+    pick = mb.correct(plans["joint_choice"])
+    rows = {}
+    for name, plan in plans.items():
+        correct = mb.correct(plan)
+        searched, held = (_kl_on(mb, [plan], halves[h])[0] for h in ("searched", "held_out"))
+        rows[name] = {"top1": float(correct.mean()), "kl_calib": mb.joint_kl([plan])[0], "kl_searched_half": searched,
+                      "kl_held_out_half": held, "additive": plan.objective,
+                      "mcnemar_vs_optimum": mcnemar_exact(correct, opt),
+                      "mcnemar_vs_joint": mcnemar_exact(correct, pick),
+                      "bits": [list(wa) for wa in plan_key(plan)]}
+    out["plans"] = rows
+    line = ", ".join(f"{k} {100 * v['top1']:.2f}" for k, v in rows.items())
+    print(f"[{mb.name}] W{b}A{b}: {line}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--budgets", nargs="+", type=int, default=[2, 3, 4])
+    parser.add_argument("--preset", default="default", help="quantizer: QuantConfig.preset name")
+    parser.add_argument("--max-evals", type=int, default=120, help="most plans the polish step scores")
+    parser.add_argument("--batch", type=int, default=12, help="plans per call of the score")
+    parser.add_argument("--scores", nargs="+", choices=SCORES, default=list(SCORES))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args(argv)
+    for m in args.models:
+        mb = ModelBench(m, threads=args.threads, preset=args.preset)
+        mb._eval_path = mb._eval_path.with_name(f"{m}_{args.preset}_polish.json")  # its own cache: no write races
+        res = {"model": m, "preset": args.preset, "n_test": len(mb.test_y), "max_evals": args.max_evals,
+               "batch": args.batch, "joint_options": dict(JOINT), "budgets": {},
+               "machine": {"platform": platform.platform(), "threads": args.threads}}
+        for b in sorted(args.budgets):
+            res["budgets"][f"W{b}A{b}"] = run_budget(mb, b, args.scores, args.max_evals, args.batch)
+            write_json(RESULTS_DIR / f"polish_{m}{suffix(args.preset, args.tag)}.json", res)
+
+
+if __name__ == "__main__":
+    main()
