@@ -16,13 +16,18 @@ __all__ = ["add_ptq_args", "ptq_config", "quantize_from_args"]
 
 
 def add_ptq_args(p: argparse.ArgumentParser) -> None:
-    """``--preset`` (a ``QuantConfig`` preset) and ``--reconstruct STEPS``."""
+    """``--preset`` (a ``QuantConfig`` preset), ``--reconstruct STEPS`` and ``--reconstruct-rounding STEPS``."""
     p.add_argument("--preset", default="default", metavar="NAME",
                    help="QuantConfig preset: default, repq (RepQ-ViT re-implemented), seq, v1 (default: default)")
     p.add_argument("--reconstruct", type=argtypes.positive_int, default=None, metavar="STEPS",
                    help="after calibration, fit every quantizer scale to the float model's outputs on the "
                    "calibration images for STEPS Adam steps (quant.reconstruct; ~0.1-0.2 s of CPU per step "
                    "for the shipped models, 300 recommended)")
+    p.add_argument("--reconstruct-rounding", type=argtypes.positive_int, default=None, metavar="STEPS",
+                   help="after calibration (and before --reconstruct's scale fitting), learn each weight's rounding "
+                   "up or down block by block (AdaRound/BRECQ, quant.reconstruct rounding_steps): STEPS Adam "
+                   "steps per transformer block against the float block's output, then hardened to integer codes on "
+                   "the same grid (~30-40 s of CPU at 200 steps for the shipped models, 200 recommended)")
 
 
 def ptq_config(args: argparse.Namespace) -> Any:
@@ -36,11 +41,13 @@ def ptq_config(args: argparse.Namespace) -> Any:
 
 
 def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool) -> Any:
-    """``quant.quantize`` with ``config`` (from :func:`ptq_config`), then reconstruction when asked."""
+    """``quant.quantize`` with ``config`` (from :func:`ptq_config`), then reconstruction when asked
+    (learned rounding first, then the scales)."""
     from quant import quantize
     from quant.reconstruct import reconstruct
 
     qmodel = quantize(model, plan, calib, config=config, verbose=verbose)
-    if args.reconstruct:
-        reconstruct(qmodel, model, calib, steps=args.reconstruct, seed=args.seed, verbose=verbose)
+    if args.reconstruct or args.reconstruct_rounding:
+        reconstruct(qmodel, model, calib, steps=args.reconstruct or 0, rounding_steps=args.reconstruct_rounding or 0,
+                    seed=args.seed, verbose=verbose)
     return qmodel

@@ -1,0 +1,40 @@
+"""`mixqvit export --reconstruct-rounding`: the learned rounding reaches the packed file."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mixqvit_test_helpers import ARCH, MODEL_ARGS, TINY, write_image_folder
+
+import quant
+from mixqvit.cli import main
+from mixqvit.datasets import load_calibration
+from mixqvit.loading import load_model
+
+
+def test_learned_rounding_reaches_the_exported_file(tmp_path):
+    """--reconstruct-rounding alone is quant.reconstruct(steps=0, rounding_steps=N): the packed file
+    reloads to exactly that model, which differs from the GPTQ-rounded one."""
+    from quant.reconstruct import reconstruct
+
+    data = write_image_folder(tmp_path / "data", per_class=4)
+    assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W3A3", "--calib", "6",
+                 "--reconstruct-rounding", "20", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    loaded = load_model(ARCH, model_kwargs=TINY)
+    calib = load_calibration(loaded, str(data), 6)[0]
+    reference = quant.quantize(loaded.model, "W3A3", calib)
+    plain = quant.quantize(loaded.model, "W3A3", calib)
+    report = []
+    reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report)
+    images = torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
+    with torch.no_grad():
+        exported = quant.load_packed(tmp_path / "out" / f"{ARCH}.safetensors")(images)
+        assert torch.equal(exported, reference(images))
+        assert any(f.flipped > 0 for f in report)
+        assert not torch.equal(exported, plain(images)), "the learned rounding changed the weights"
+
+
+def test_zero_rounding_steps_are_refused_before_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--reconstruct-rounding", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "--reconstruct-rounding: expected a positive integer, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,160 @@
+"""Learned weight rounding (quant.adaround) and its block-wise stage in quant.reconstruct."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quant import QuantConfig, quant_sites, quantize
+from quant.adaround import LearnedRounding, attach_rounding, beta_schedule, find_blocks
+from quant.deploy.state import collect_state
+from quant.lsq import make_quantizers_learnable
+from quant.quantizers import WeightQuantizer
+from quant.reconstruct import _block_error, _block_inputs, fit_rounding, reconstruct
+
+from quant_helpers import build_tiny
+
+CFG = QuantConfig(edge_bits=None)  # the default: GPTQ rounding, every layer at the plan's bits
+
+
+def _weighted(qmodel: torch.nn.Module) -> dict:
+    return {n: s for n, s in quant_sites(qmodel).items() if getattr(s, "weight_quant", None) is not None}
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4, 8]), symmetric=st.booleans(),
+       spread=st.floats(0.5, 3.0), ties=st.booleans())
+def test_rounding_starts_at_the_quantizers_own_rounding(seed, bits, symmetric, spread, ties):
+    """Hard codes before any step are the quantizer's ``round(clamp(w / s + z))`` -- also for
+    weights past the clamping range and exactly half-way between two codes."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.nn.Parameter(torch.randn(6, 20, generator=g), requires_grad=False)
+    wq = WeightQuantizer(method="mse", symmetric=symmetric)
+    wq.set_bits(bits)
+    wq.make_learnable(weight)
+    s, z = wq.quantizer.scale[:, None], wq.quantizer.zero_point[:, None]
+    with torch.no_grad():
+        if ties:  # half-way points, where round-half-to-even and "h >= 1/2" could disagree
+            k = torch.randint(wq.quantizer.qmin, wq.quantizer.qmax, weight.shape, generator=g).float()
+            weight.copy_((k + 0.5 - z) * s)
+        else:
+            weight.mul_(spread)  # some past the range
+        expected = wq(weight).clone()
+    rounding = LearnedRounding(weight, wq)
+    with torch.no_grad():
+        assert torch.equal(wq(weight), expected)
+        assert float(rounding.codes().min()) >= wq.quantizer.qmin and float(rounding.codes().max()) <= wq.quantizer.qmax
+        rounding.soft = True  # the soft start is the latent weight itself inside the range (paper's init)
+        inside = ((weight / s + z) > wq.quantizer.qmin) & ((weight / s + z) < wq.quantizer.qmax)
+        assert torch.allclose(wq(weight)[inside], weight[inside], rtol=1e-4, atol=1e-4 * float(s.max()))
+        rounding.harden_()
+        assert torch.equal(weight, expected) and torch.equal(wq(weight), expected)
+
+
+@pytest.mark.parametrize("kind", ["vit", "swin"])
+def test_attached_rounding_is_bit_identical_to_the_gptq_model(kind, calib_images):
+    model = build_tiny(kind)
+    qmodel = quantize(model, "W3A3", calib_images, config=CFG)
+    with torch.no_grad():
+        gptq = qmodel(calib_images)
+        make_quantizers_learnable(qmodel)
+        roundings = [r for b in find_blocks(qmodel) for r in attach_rounding(qmodel.get_submodule(b)).values()]
+        assert roundings
+        assert torch.equal(qmodel(calib_images), gptq)
+        for r in roundings:
+            r.harden_()
+        assert torch.equal(qmodel(calib_images), gptq)
+
+
+def _rounded(kind: str, images: torch.Tensor, seed: int = 0, bits: int = 3, **kwargs) -> tuple:
+    model = build_tiny(kind)
+    qmodel = quantize(model, f"W{bits}A{bits}", images, config=CFG)
+    report = []
+    reconstruct(qmodel, model, images, steps=0, rounding_steps=kwargs.pop("rounding_steps", 30), batch_size=16,
+                seed=seed, report=report, **kwargs)
+    return model, qmodel, report
+
+
+@settings(max_examples=4, deadline=None)
+@given(kind=st.sampled_from(["vit", "deit", "swin"]), bits=st.sampled_from([2, 3, 4]))
+def test_hardened_weights_lie_on_the_grid_and_export(kind, bits, calib_images):
+    _, qmodel, report = _rounded(kind, calib_images, bits=bits, rounding_steps=15)
+    assert any(f.flipped > 0 for f in report), "some rounding decision changed"
+    state = collect_state(qmodel)  # refuses weights off their grid
+    in_blocks = tuple(b + "." for b in find_blocks(qmodel))
+    for name, site in _weighted(qmodel).items():
+        grid = site.weight_quant.quantizer
+        s = grid.scale.reshape(-1, *[1] * (site.weight.dim() - 1))
+        z = grid.zero_point.reshape(-1, *[1] * (site.weight.dim() - 1))
+        with torch.no_grad():
+            used = site.quantized_weight()
+            codes = used / s + z
+            assert torch.allclose(codes, codes.round(), atol=1e-3), name
+            assert float(codes.min()) >= grid.qmin - 1e-3 and float(codes.max()) <= grid.qmax + 1e-3
+            exported = state.weights[f"{name}.weight"]
+            assert torch.equal(used, exported.grid.dequantize(exported.codes)), name
+            if name.startswith(in_blocks):  # hardened: the stored weight is the grid value itself
+                assert torch.equal(site.weight, used), name
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit", "swin"])
+def test_fitted_block_error_is_at_most_the_start(kind, calib_images):
+    model = build_tiny(kind)
+    start = quantize(model, "W3A3", calib_images, config=CFG)
+    fitted = quantize(model, "W3A3", calib_images, config=CFG)
+    learned = make_quantizers_learnable(fitted)
+    report = fit_rounding(fitted, model, calib_images, learned, steps=30, batch_size=16)
+    assert [f.block for f in report] == find_blocks(fitted)
+    assert all(f.end_error <= f.start_error for f in report)
+    assert any(f.end_error < f.start_error for f in report), "the fit lowers some block's error"
+    # the first block sees the same inputs in both models: recompute its errors independently
+    first = report[0].block
+    targets = {}
+    model.get_submodule(first).register_forward_hook(lambda m, a, out: targets.setdefault("y", out.detach()))
+    with torch.no_grad():
+        model(calib_images)
+    inputs = _block_inputs(start, start.get_submodule(first), calib_images, 16)
+    before = _block_error(start.get_submodule(first), inputs, targets["y"], 16)
+    after = _block_error(fitted.get_submodule(first), inputs, targets["y"], 16)
+    assert before == pytest.approx(report[0].start_error, rel=1e-5)
+    assert after == pytest.approx(report[0].end_error, rel=1e-5)
+    assert after <= before
+
+
+def test_rounding_is_deterministic_for_a_seed(calib_images):
+    runs = [_rounded("vit", calib_images, seed=0)[1] for _ in range(2)]
+    with torch.no_grad():
+        assert torch.equal(runs[0](calib_images), runs[1](calib_images))
+    for (n, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_rounding_then_scales_keeps_the_caller_flags_and_weights_on_grid(calib_images):
+    model = build_tiny("deit")
+    qmodel = quantize(model, "W3A3", calib_images, config=CFG)
+    reconstruct(qmodel, model, calib_images, steps=5, rounding_steps=10, batch_size=16)
+    assert all(p.requires_grad for p in qmodel.parameters()), "the caller's requires_grad flags come back"
+    collect_state(qmodel)  # every weight still on its (re-fitted) grid
+
+
+def test_bad_arguments_are_refused(calib_images):
+    model = build_tiny("vit")
+    qmodel = quantize(model, "W3A3", calib_images, config=CFG)
+    for kwargs, match in [(dict(steps=0), "at least one > 0"), (dict(steps=0, rounding_steps=-1), "both >= 0"),
+                          (dict(rounding_steps=5, rounding_lr=0.0), "rounding_lr > 0"),
+                          (dict(rounding_steps=5, rounding_reg=-1.0), "rounding_reg >= 0")]:
+        with pytest.raises(ValueError, match=match):
+            reconstruct(qmodel, model, calib_images, **kwargs)
+    with pytest.raises(ValueError, match="make_quantizers_learnable"):
+        site = _weighted(qmodel)["blocks.0.attn.qkv"]
+        LearnedRounding(site.weight, site.weight_quant)  # grid not installed yet
+    flat = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="no transformer block"):
+        fit_rounding(flat, flat, torch.randn(2, 4), make_quantizers_learnable(qmodel), steps=1)
+
+
+def test_beta_schedule_warms_up_then_anneals_from_20_to_2():
+    steps = 100
+    betas = [beta_schedule(s, steps) for s in range(steps)]
+    assert all(b is None for b in betas[:20])
+    assert betas[20] == pytest.approx(20.0) and betas[-1] == pytest.approx(2.0)
+    assert all(a >= b for a, b in zip(betas[20:], betas[21:]))
