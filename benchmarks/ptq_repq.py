@@ -70,6 +70,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "+seq": ("default", {**V1, "sequential": True}),
     "+gptq": ("default", {**V1, "weight_rounding": "gptq"}),
     "-gptq": ("default", {"weight_rounding": "nearest"}),
+    "+actorder": ("default", {"gptq_act_order": True}),  # GPTQ columns by decreasing Hessian diagonal
+    "+damp0.1": ("default", {"gptq_damp": 0.1}),
     "-logsearch": ("default", {"softmax": "logsqrt2"}),  # the default before the searched log base
     "-logsearch+log2": ("default", {"softmax": "log2"}),
     "-actsearch": ("default", {"act_method": "mse"}),

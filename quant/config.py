@@ -80,6 +80,9 @@ class QuantConfig:
         Hessians are gathered once, the rounding is computed (and cached) per bit-width.
     gptq_damp:
         GPTQ's dampening, as a fraction of the Hessian's mean diagonal.
+    gptq_act_order:
+        GPTQ rounds the input columns in decreasing order of the Hessian's diagonal (the
+        inputs with the most energy first) instead of in storage order.
     sequential:
         After the float calibration pass, one more pass with the plan's bits on in which
         every activation quantizer re-calibrates on what it receives from the already
@@ -107,6 +110,7 @@ class QuantConfig:
     calib_samples: int = 16384
     weight_rounding: Literal["nearest", "gptq"] = "gptq"
     gptq_damp: float = 0.01
+    gptq_act_order: bool = False
     sequential: bool = False
     edge_bits: int | None = 8
     seed: int = 0

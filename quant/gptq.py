@@ -117,7 +117,7 @@ def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmi
 
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp: float = 0.01,
-                  with_latent: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  with_latent: bool = False, act_order: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``weight`` (out x ...) fake-quantized on the per-channel grid ``qp`` by GPTQ.
 
     With ``with_latent`` also returns the error-compensated weights just before each column was
@@ -128,7 +128,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp
     columns). ``qp``'s scale/zero point are per output channel ``(out,)`` or scalars.
     Columns whose input is always zero are rounded to nearest (they never affect the output).
     ``damp`` adds ``damp * mean(diag H)`` to the diagonal for a well-conditioned inverse.
-    Returns a tensor of ``weight``'s shape and dtype on the grid.
+    ``act_order`` rounds the columns in decreasing order of ``diag H`` (GPTQ's "act-order"):
+    the inputs with the most energy are rounded first, while every other column is still free
+    to absorb their error. The grid is per output channel, so the order changes which errors
+    are compensated, never the grid. Returns a tensor of ``weight``'s shape and dtype on the grid.
     """
     shape, dtype = weight.shape, weight.dtype
     W = weight.detach().reshape(shape[0], -1).double().clone()
@@ -138,6 +141,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp
         raise ValueError(f"gptq_quantize: Hessian of shape {tuple(H.shape)} for a weight with {cols} input columns")
     scale = qp.scale.double().to(W.device).reshape(-1).expand(W.shape[0])
     zp = qp.zero_point.double().to(W.device).reshape(-1).expand(W.shape[0])
+    order = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else None
+    if order is not None:
+        W, H = W[:, order], H[order][:, order]
     dead = torch.diagonal(H) <= 0
     H[dead, dead] = 1.0
     Hinv = _damped_inverse_factor(H, damp)
@@ -156,6 +162,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if order is not None:
+        inverse = torch.argsort(order)
+        Q, latent = Q[:, inverse], latent[:, inverse]
     if with_latent:
         return Q.reshape(shape).to(dtype), latent.reshape(shape).to(dtype)
     return Q.reshape(shape).to(dtype)

@@ -117,6 +117,7 @@ def make_weight_quantizer(config: QuantConfig) -> WeightQuantizer:
         percentile=config.percentile,
         grid=config.mse_grid,
         gptq_damp=config.gptq_damp,
+        gptq_act_order=config.gptq_act_order,
     )
 
 

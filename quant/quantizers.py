@@ -195,10 +195,12 @@ class WeightQuantizer(nn.Module):
         percentile: float = 99.99,
         grid: int = 40,
         gptq_damp: float = 0.01,
+        gptq_act_order: bool = False,
     ) -> None:
         super().__init__()
         self.method, self.per_channel, self.symmetric = method, per_channel, symmetric
         self.percentile, self.grid, self.gptq_damp = percentile, grid, gptq_damp
+        self.gptq_act_order = gptq_act_order
         self.bits: int | None = None
         self.quantizer = UniformQuantizer(channel_axis=0 if per_channel else None)
         #: ``X^T X / n`` of the layer's calibration inputs; when set, weights are rounded by GPTQ
@@ -252,7 +254,7 @@ class WeightQuantizer(nn.Module):
             from .gptq import gptq_quantize
 
             self._rounded[bits] = gptq_quantize(weight, self.hessian, self.qparams(weight, bits), self.gptq_damp,
-                                                with_latent=True)
+                                                with_latent=True, act_order=self.gptq_act_order)
         return self._rounded[bits]
 
     def make_learnable(self, weight: torch.Tensor) -> nn.Parameter:

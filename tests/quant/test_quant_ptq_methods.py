@@ -46,11 +46,11 @@ def _correlated_inputs(seed: int, n: int, cols: int) -> torch.Tensor:
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4, 6]), symmetric=st.booleans(),
-       per_channel=st.booleans())
-def test_gptq_output_error_is_at_most_round_to_nearest(seed, bits, symmetric, per_channel):
-    x = _correlated_inputs(seed, 512, 64)
+       per_channel=st.booleans(), act_order=st.booleans())
+def test_gptq_output_error_is_at_most_round_to_nearest(seed, bits, symmetric, per_channel, act_order):
+    x = _correlated_inputs(seed, 512, 64) * (1 + 4 * torch.rand(64, generator=torch.Generator().manual_seed(seed)))
     w = torch.randn(24, 64, generator=torch.Generator().manual_seed(seed + 1))
-    wq = WeightQuantizer(method="mse", per_channel=per_channel, symmetric=symmetric)
+    wq = WeightQuantizer(method="mse", per_channel=per_channel, symmetric=symmetric, gptq_act_order=act_order)
     rtn = wq.rounded(w, bits)
     acc = HessianAccumulator()
     acc.add(x)
@@ -87,6 +87,26 @@ def test_folded_hessian_matches_float64_and_stays_psd(seed, offset, spread, batc
     H = acc.hessian()
     assert torch.allclose(H, reference, rtol=1e-3, atol=1e-3 * float(reference.diagonal().max()))
     assert float(torch.linalg.eigvalsh(H).min()) >= -1e-3 * float(reference.diagonal().max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4]))
+def test_gptq_act_order_does_not_depend_on_the_storage_order_of_columns(seed, bits):
+    """Act-order rounds by decreasing Hessian diagonal, so permuting the input columns of the
+    weight and the Hessian together permutes the result and changes nothing else; with the
+    columns already stored in that order it is plain GPTQ."""
+    g = torch.Generator().manual_seed(seed)
+    x = _correlated_inputs(seed, 256, 32) * (1 + 4 * torch.rand(32, generator=g))
+    w = torch.randn(12, 32, generator=g)
+    H = x.T @ x / len(x)
+    qp = WeightQuantizer(method="minmax").qparams(w, bits)
+    perm = torch.randperm(32, generator=g)
+    out = gptq_quantize(w, H, qp, act_order=True)
+    permuted = gptq_quantize(w[:, perm], H[perm][:, perm], qp, act_order=True)
+    assert torch.equal(permuted, out[:, perm])
+    sorted_cols = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+    natural = gptq_quantize(w[:, sorted_cols], H[sorted_cols][:, sorted_cols], qp)
+    assert torch.equal(natural, out[:, sorted_cols])
 
 
 def test_gptq_with_diagonal_hessian_is_round_to_nearest():
