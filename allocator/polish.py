@@ -55,12 +55,14 @@ Score = Callable[[Sequence[Plan]], Sequence[float]]
 
 @dataclass(frozen=True)
 class Move:
-    """An accepted move: what changed (layer or group: old -> new bits), the score after it, and
-    how many plans had been scored when it was accepted."""
+    """An accepted move: what changed (layer or group: old -> new bits), the score after it, how
+    many neighbours had been scored when it was accepted, and the plan it led to. Polishing with
+    ``max_evals`` equal to that count scores the same batches up to this move and stops here."""
 
     changes: tuple[str, ...]
     score: float
     evaluations: int
+    plan: Plan
 
 
 @dataclass
@@ -313,7 +315,7 @@ def polish_posed(posed: Posed, choice: np.ndarray, *, score: Score, max_evals: i
                     best = (v, c, order[i])
         if best is None:
             break
-        moves.append(Move(_describe(units, posed, current, best[2]), best[0], evaluations))
+        moves.append(Move(_describe(units, posed, current, best[2]), best[0], evaluations, plan_of(best[1])))
         value, current = best[0], best[1]
     plan = plan_of(current)
     elapsed = time.perf_counter() - start

@@ -17,7 +17,9 @@ scores:
 
 Each plan (additive optimum, joint choice, polished) gets its top-1 on all 10,000 test images
 (exact McNemar against the additive optimum and against the joint choice) and its joint KL on
-both halves. The polish step's CPU seconds (``time.process_time``, one torch thread) are
+both halves and on 1,024 fresh training images outside the calibration set; so does the plan
+after every accepted move (what a run capped at that move's
+evaluation count returns: `allocator.polish.Move`). The polish step's CPU seconds (``time.process_time``, one torch thread) are
 recorded; the joint choice's own step is timed as in `benchmarks.ranking`.
 Writes benchmarks/results/polish_<model>[_<preset>][_<tag>].json.
 """
@@ -40,11 +42,26 @@ from .planbench import (MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_ex
 from .ranking import JOINT  # noqa: E402
 
 SCORES = ("half", "full")
+FRESH = 1024  # training images outside the calibration set: KL on images no choice has seen
 
 
 def _halves(mb: ModelBench) -> dict:
-    """Calibration images and float logits of the searched half (even positions) and the held-out half."""
-    return {"searched": (mb.calib[0::2], mb.calib_logits[0::2]), "held_out": (mb.calib[1::2], mb.calib_logits[1::2])}
+    """Images and float logits: the searched half of the calibration set (even positions), the
+    held-out half, and FRESH class-balanced training images outside the calibration set."""
+    import torch
+
+    from mixqvit.data import calibration_indices, load_fashion_mnist
+
+    from .planbench import CALIB, SEED
+
+    train_x, train_y = load_fashion_mnist("train")
+    calib = set(calibration_indices(train_y, CALIB, SEED).tolist())
+    fresh = [i for i in calibration_indices(train_y, FRESH + CALIB, SEED + 1).tolist() if i not in calib][:FRESH]
+    images = train_x[fresh].clone()
+    with torch.no_grad():
+        logits = mb.model(images)
+    return {"searched": (mb.calib[0::2], mb.calib_logits[0::2]), "held_out": (mb.calib[1::2], mb.calib_logits[1::2]),
+            "fresh": (images, logits)}
 
 
 def _kl_on(mb: ModelBench, plans: list, half: tuple) -> list[float]:
@@ -53,19 +70,29 @@ def _kl_on(mb: ModelBench, plans: list, half: tuple) -> list[float]:
     return joint_damage(mb.switcher, plans, half[0], half[1])
 
 
-def run_budget(mb: ModelBench, b: int, scores: list[str], max_evals: int, batch: int) -> dict:
+def _move_row(mb: ModelBench, move, halves: dict, opt) -> dict:
+    """An accepted move with its plan's top-1 and KL: the result of polishing capped at its evaluations."""
+    correct = mb.correct(move.plan)
+    return {"changes": list(move.changes), "score": move.score, "evaluations": move.evaluations,
+            "top1": float(correct.mean()), "kl_held_out_half": _kl_on(mb, [move.plan], halves["held_out"])[0],
+            "kl_fresh": _kl_on(mb, [move.plan], halves["fresh"])[0],
+            "mcnemar_vs_optimum": mcnemar_exact(correct, opt)}
+
+
+def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_evals: int, batch: int) -> dict:
     profile = mb.profile
     uniform, budget, free = demo_budget(profile, b)
     cpu = time.process_time()
     choice = quiet(solve_joint, profile, budget=budget, score=mb.joint_kl, extra=[uniform], pinned=free, **JOINT)
     joint_cpu = time.process_time() - cpu  # small when the candidates' KL is cached from an earlier run
-    halves = _halves(mb)
     plans = {"additive_optimum": choice.candidates[0].plan, "joint_choice": choice.plan}
+    opt = mb.correct(plans["additive_optimum"])
     out: dict = {"joint": {"source": choice.source, "n_candidates": len(choice.candidates), "cpu_time_s": joint_cpu,
                            "score": choice.scores[choice.chosen]}, "polish": {}}
     for name in scores:
-        if name == "full":
-            score, start = mb.joint_kl, choice.scores[choice.chosen]
+        if name == "full":  # not mb.joint_kl: its disk cache would be timed too
+            score = lambda ps: _kl_on(mb, ps, (mb.calib, mb.calib_logits))  # noqa: E731
+            start = choice.scores[choice.chosen]
         else:
             score = lambda ps: _kl_on(mb, ps, halves["searched"])  # noqa: E731
             start = None  # scored afresh on the searched half (one evaluation)
@@ -77,18 +104,17 @@ def run_budget(mb: ModelBench, b: int, scores: list[str], max_evals: int, batch:
         out["polish"][name] = {"cpu_time_s": cpu, "wall_s": res.time_s, "stopped": res.stopped,
                                "evaluations": res.evaluations, "calls": res.calls, "neighbours": res.neighbours,
                                "checked": res.checked, "start_score": res.start_score, "score": res.score,
-                               "moves": [{"changes": list(m.changes), "score": m.score, "evaluations": m.evaluations}
-                                         for m in res.moves]}
+                               "moves": [_move_row(mb, m, halves, opt) for m in res.moves]}
         print(f"[{mb.name}] W{b}A{b} polish/{name}: {len(res.moves)} moves, {res.start_score:.4f} -> {res.score:.4f}, "
               f"{res.stopped} ({res.evaluations} scored of {res.neighbours} neighbours), {cpu:.1f} s CPU", flush=True)
-    opt = mb.correct(plans["additive_optimum"])
     pick = mb.correct(plans["joint_choice"])
     rows = {}
     for name, plan in plans.items():
         correct = mb.correct(plan)
         searched, held = (_kl_on(mb, [plan], halves[h])[0] for h in ("searched", "held_out"))
         rows[name] = {"top1": float(correct.mean()), "kl_calib": mb.joint_kl([plan])[0], "kl_searched_half": searched,
-                      "kl_held_out_half": held, "additive": plan.objective,
+                      "kl_held_out_half": held, "kl_fresh": _kl_on(mb, [plan], halves["fresh"])[0],
+                      "additive": plan.objective,
                       "mcnemar_vs_optimum": mcnemar_exact(correct, opt),
                       "mcnemar_vs_joint": mcnemar_exact(correct, pick),
                       "bits": [list(wa) for wa in plan_key(plan)]}
@@ -115,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         res = {"model": m, "preset": args.preset, "n_test": len(mb.test_y), "max_evals": args.max_evals,
                "batch": args.batch, "joint_options": dict(JOINT), "budgets": {},
                "machine": {"platform": platform.platform(), "threads": args.threads}}
+        halves = _halves(mb)
         for b in sorted(args.budgets):
-            res["budgets"][f"W{b}A{b}"] = run_budget(mb, b, args.scores, args.max_evals, args.batch)
+            res["budgets"][f"W{b}A{b}"] = run_budget(mb, b, halves, args.scores, args.max_evals, args.batch)
             write_json(RESULTS_DIR / f"polish_{m}{suffix(args.preset, args.tag)}.json", res)
 
 
