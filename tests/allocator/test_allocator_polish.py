@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from allocator import Budget, BudgetInfeasibleError, Plan, PlanError, Profile, solve
@@ -166,9 +166,10 @@ def test_uncapped_polish_ends_feasible_monotone_at_a_brute_force_local_minimum(p
 
 
 @quick
-@given(profiles(max_layers=5, cost_tables=False), st.floats(0.0, 1.0), st.integers(0, 50), st.integers(0, 12),
+@given(profiles(max_layers=5, cost_tables=False), st.floats(0.2, 0.8), st.integers(0, 50), st.integers(0, 12),
        st.integers(1, 5))
 def test_capped_polish_is_feasible_monotone_within_its_cap_and_deterministic(profile, fraction, seed, cap, batch):
+    assume(len(profile.bits) >= 2 and sum(layer.fixed_bits is None for layer in profile.layers) >= 2)
     avg = budgets(profile, fraction)
     try:
         start = feasible_start(profile, avg, seed)
@@ -265,3 +266,19 @@ def test_no_neighbour_fits_when_every_layer_is_at_its_lowest_bits():
     res = quiet(polish, profile, low, budget=Budget(size_mb=low.size_bytes / 1e6, bops=low.bops), score=hashed_score)
     assert res.neighbours == 0 and res.local_minimum and res.moves == [] and res.calls == 1
     assert np.isclose(res.score, hashed_score([low])[0])
+
+
+@quick
+@given(profiles(max_layers=5, cost_tables=False), st.floats(0.2, 0.8), st.integers(0, 50), st.integers(1, 4))
+def test_a_run_capped_at_a_moves_evaluation_count_stops_at_that_moves_plan(profile, fraction, seed, batch):
+    assume(len(profile.bits) >= 2 and sum(layer.fixed_bits is None for layer in profile.layers) >= 2)  # moves exist
+    avg = budgets(profile, fraction)
+    try:
+        start = feasible_start(profile, avg, seed)
+    except BudgetInfeasibleError:
+        return
+    full = quiet(polish, profile, start, budget=avg, score=hashed_score, max_evals=10**6, batch=batch)
+    for i, move in enumerate(full.moves):
+        capped = quiet(polish, profile, start, budget=avg, score=hashed_score, max_evals=move.evaluations, batch=batch)
+        assert bits_of(capped.plan) == bits_of(move.plan) and capped.score == move.score
+        assert [m.changes for m in capped.moves] == [m.changes for m in full.moves[:i + 1]]
