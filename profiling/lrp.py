@@ -55,6 +55,7 @@ from quant.device import model_device
 from quant.progress import Progress
 
 from ._data import DEFAULT_BATCH_SIZE, as_calib_set
+from ._heap import bounded_heap
 from ._lrp_rules import DEFAULT_EPSILON, _Recorder, lrp_mode
 from ._sites import Site, discover_sites
 from .errors import LRPUnsupportedError
@@ -140,8 +141,9 @@ def lrp_importance(
     """Per-site importance of `model` by AttnLRP relevance, averaged over `calib_data`.
 
     One forward and one backward pass per batch of at most `batch_size` images (None: the
-    batches as given), on the model's device; only per-image sums are kept, so memory does not
-    grow with the calibration set. Under torchrun the batches are shared out between the
+    batches as given), on the model's device; only per-image sums are kept, and large tensors
+    are freed back to the system after each batch (`profiling._heap`), so memory does not grow
+    with the calibration set. Under torchrun the batches are shared out between the
     processes and every process returns the whole result. The model is used in eval mode and
     restored afterwards; its parameters are not modified.
     """
@@ -153,7 +155,8 @@ def lrp_importance(
     mine = dist.shard(range(len(calib.images)))
     done: list[tuple[Any, ...]] = []  # (batch index, per-image rows, target logits, input relevance, targets)
     try:
-        with Progress(len(mine), "LRP", "batches", enabled=verbose) as progress:
+        # bounded_heap: without it glibc's heap fragments over the batches and the peak grows with them
+        with bounded_heap(), Progress(len(mine), "LRP", "batches", enabled=verbose) as progress:
             for i in mine:
                 labels = calib.labels[i] if calib.labels is not None else None
                 rec, chosen, rel_in, tgt = _explain_batch(model, found, calib.images[i].to(device), target, labels,

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ._data import DEFAULT_BATCH_SIZE, as_calib_set
 from ._early_stop import EarlyStop
+from ._heap import bounded_heap
 from .costs import layer_costs
 from .lrp import DEFAULT_EPSILON, lrp_importance
 from .sensitivity import measure_sensitivity
@@ -126,8 +127,10 @@ def profile_model(
             t = time.perf_counter()
             qmodel = prepare(model, config)
             # quant's own fixed batching (64), independent of batch_size; given as those batches,
-            # so no temporary the size of the whole set is made (nor, for a dataset, all read at once)
-            calibrate(qmodel, calib.rebatched(CALIBRATE_BATCH).images, batch_size=CALIBRATE_BATCH)
+            # so no temporary the size of the whole set is made (nor, for a dataset, all read at once).
+            # bounded_heap as for LRP: one pass, larger batches than the sensitivity's
+            with bounded_heap():
+                calibrate(qmodel, calib.rebatched(CALIBRATE_BATCH).images, batch_size=CALIBRATE_BATCH)
             timings["calibrate_s"] = time.perf_counter() - t
             sens = measure_sensitivity(
                 qmodel, calib, bits=bits, metric=metric, baseline_bits=baseline_bits,
