@@ -95,42 +95,33 @@ class _Reached(Exception):
 
 
 @torch.no_grad()
-def _block_inputs(qmodel: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The input of ``block`` in ``qmodel`` for every image (the forward stops there)."""
+def _at_block(net: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int, output: bool) -> torch.Tensor:
+    """The input (or output) of ``block`` in ``net`` for every image; each forward stops there,
+    so only one block's tensors are held at a time."""
     seen: list[torch.Tensor] = []
 
-    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
         if len(args) != 1 or any(v is not None for v in kwargs.values()):
             raise ValueError(f"fit_rounding: block {type(module).__name__} is called with more than one input; "
                              "only blocks called as block(x) can be reconstructed")
         seen.append(args[0].detach())
         raise _Reached
 
-    handle = block.register_forward_pre_hook(record, with_kwargs=True)
+    def record_output(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen.append(out.detach())
+        raise _Reached
+
+    handle = (block.register_forward_hook(record_output) if output
+              else block.register_forward_pre_hook(record_input, with_kwargs=True))
     try:
         for i in range(0, len(images), batch_size):
             try:
-                qmodel(images[i:i + batch_size])
+                net(images[i:i + batch_size])
             except _Reached:
                 pass
     finally:
         handle.remove()
     return torch.cat(seen)
-
-
-@torch.no_grad()
-def _block_outputs(model: nn.Module, names: list[str], images: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
-    """The output of each named block of the float ``model`` for every image (one pass)."""
-    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = [model.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: seen[n].append(out.detach()))
-               for n in names]
-    try:
-        for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: torch.cat(v) for n, v in seen.items()}
 
 
 @torch.no_grad()
@@ -157,13 +148,13 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
     if not names:
         raise ValueError("fit_rounding: the model has no transformer block (a module whose class name ends in 'Block')")
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
-    targets = _block_outputs(model, names, images, batch_size)
     groups = param_groups(qmodel, learned, scale_lr) if scales else []
     fits = []
     with _only_trainable(qmodel, learned):
         for name in tqdm(names, desc="rounding", disable=None if verbose else True, leave=False):
             block = qmodel.get_submodule(name)
-            inputs, target = _block_inputs(qmodel, block, images, batch_size), targets[name]
+            inputs = _at_block(qmodel, block, images, batch_size, output=False)
+            target = _at_block(model, model.get_submodule(name), images, batch_size, output=True)
             fits.append(_fit_block(name, block, inputs, target, steps, lr, reg,
                                    [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size, gen))
     return fits

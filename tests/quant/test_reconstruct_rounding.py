@@ -9,7 +9,7 @@ from quant.adaround import LearnedRounding, attach_rounding, beta_schedule, find
 from quant.deploy.state import collect_state
 from quant.lsq import make_quantizers_learnable
 from quant.quantizers import WeightQuantizer
-from quant.reconstruct import _block_error, _block_inputs, fit_rounding, reconstruct
+from quant.reconstruct import _at_block, _block_error, fit_rounding, reconstruct
 
 from quant_helpers import build_tiny
 
@@ -108,13 +108,13 @@ def test_fitted_block_error_is_at_most_the_start(kind, calib_images):
     assert any(f.end_error < f.start_error for f in report), "the fit lowers some block's error"
     # the first block sees the same inputs in both models: recompute its errors independently
     first = report[0].block
-    targets = {}
-    model.get_submodule(first).register_forward_hook(lambda m, a, out: targets.setdefault("y", out.detach()))
+    outputs = []
+    model.get_submodule(first).register_forward_hook(lambda m, a, out: outputs.append(out.detach()))
     with torch.no_grad():
         model(calib_images)
-    inputs = _block_inputs(start, start.get_submodule(first), calib_images, 16)
-    before = _block_error(start.get_submodule(first), inputs, targets["y"], 16)
-    after = _block_error(fitted.get_submodule(first), inputs, targets["y"], 16)
+    inputs = _at_block(start, start.get_submodule(first), calib_images, 16, output=False)
+    before = _block_error(start.get_submodule(first), inputs, outputs[0], 16)
+    after = _block_error(fitted.get_submodule(first), inputs, outputs[0], 16)
     assert before == pytest.approx(report[0].start_error, rel=1e-5)
     assert after == pytest.approx(report[0].end_error, rel=1e-5)
     assert after <= before
