@@ -105,6 +105,7 @@ class _Units:
 
 
 def _units(posed: Posed) -> _Units:
+    """Tied groups and untied layers that have more than one option (pinned layers never move)."""
     grid, problem = posed.grid, posed.problem
     tied = [list(g) for g in grid.tied]
     grouped = {i for g in tied for i in g}
@@ -205,6 +206,7 @@ def _moves(units: _Units, posed: Posed, choice: np.ndarray) -> np.ndarray:
 
 
 def _apply(units: _Units, choice: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """The option per layer after ``move`` (every member of a changed unit takes its new option)."""
     new = choice.copy()
     for u, k in move.reshape(3, 2):
         if u >= 0:

@@ -2,25 +2,27 @@
 
     python -m benchmarks.polish [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3 4]
                                 [--preset default] [--max-evals 120] [--batch 12] [--threads 1]
-                                [--scores half full] [--tag NAME]
+                                [--scores half full fresh] [--tag NAME]
 
 For each shipped model and demo budget (size and BOPs of uniform WbAb, pins freed as in the
 demo): today's joint choice (`allocator.joint.solve_joint` with the demo's options, k=3 best +
 8 perturbed + uniform, joint KL on the 256 calibration images), then `allocator.polish.polish`
-from it, capped at ``--max-evals`` scored plans, ``--batch`` plans per call, with one of two
-scores:
+from it, capped at ``--max-evals`` scored plans, ``--batch`` plans per call, with each of the
+scores named:
 
 * ``full``: the joint KL on all 256 calibration images (the score the joint choice minimised);
 * ``half``: the joint KL on a fixed half of them (128, every other image of the class-balanced
   set), so the other half is held out: if the polished plan's KL falls on the half it searched
-  but not on the held-out half, the search fits the calibration images rather than the model.
+  but not on the held-out half, the search fits the calibration images rather than the model;
+* ``fresh``: the joint KL on 512 training images outside the calibration set (the quantizer's
+  scales and GPTQ rounding are fitted to the calibration images, and the joint choice was made
+  on them); 512 further fresh images are held out from every search.
 
 Each plan (additive optimum, joint choice, polished) gets its top-1 on all 10,000 test images
 (exact McNemar against the additive optimum and against the joint choice) and its joint KL on
-both halves and on 1,024 fresh training images outside the calibration set; so does the plan
-after every accepted move (what a run capped at that move's
-evaluation count returns: `allocator.polish.Move`). The polish step's CPU seconds (``time.process_time``, one torch thread) are
-recorded; the joint choice's own step is timed as in `benchmarks.ranking`.
+both calibration halves and on both fresh halves; so does the plan after every accepted move
+(what a run capped at that move's evaluation count returns: `allocator.polish.Move`). The
+polish step's CPU seconds (``time.process_time``, one torch thread) are recorded.
 Writes benchmarks/results/polish_<model>[_<preset>][_<tag>].json.
 """
 from __future__ import annotations
@@ -41,13 +43,14 @@ from .planbench import (MODELS, RESULTS_DIR, ModelBench, demo_budget, mcnemar_ex
                         suffix)
 from .ranking import JOINT  # noqa: E402
 
-SCORES = ("half", "full")
-FRESH = 1024  # training images outside the calibration set: KL on images no choice has seen
+SCORES = ("half", "full", "fresh")
+FRESH = 1024  # training images outside the calibration set (the quantizer is calibrated on the others)
 
 
 def _halves(mb: ModelBench) -> dict:
-    """Images and float logits: the searched half of the calibration set (even positions), the
-    held-out half, and FRESH class-balanced training images outside the calibration set."""
+    """Image sets with their float logits: the searched half of the calibration set (even
+    positions) and the held-out half; FRESH class-balanced training images outside the
+    calibration set, in two halves (the first is the ``fresh`` score's, the second no search sees)."""
     import torch
 
     from mixqvit.data import calibration_indices, load_fashion_mnist
@@ -61,7 +64,16 @@ def _halves(mb: ModelBench) -> dict:
     with torch.no_grad():
         logits = mb.model(images)
     return {"searched": (mb.calib[0::2], mb.calib_logits[0::2]), "held_out": (mb.calib[1::2], mb.calib_logits[1::2]),
-            "fresh": (images, logits)}
+            "fresh_searched": (images[0::2], logits[0::2]), "fresh_held_out": (images[1::2], logits[1::2])}
+
+
+def _kls(mb: ModelBench, plan, halves: dict) -> dict:
+    """KL of ``plan`` on the held-out calibration half and on both fresh halves (and all 1,024)."""
+    out = {key: _kl_on(mb, [plan], halves[name])[0] for key, name in
+           (("kl_held_out_half", "held_out"), ("kl_fresh_searched", "fresh_searched"),
+            ("kl_fresh_held_out", "fresh_held_out"))}
+    out["kl_fresh"] = (out["kl_fresh_searched"] + out["kl_fresh_held_out"]) / 2  # equal halves: the mean over all
+    return out
 
 
 def _kl_on(mb: ModelBench, plans: list, half: tuple) -> list[float]:
@@ -74,8 +86,7 @@ def _move_row(mb: ModelBench, move, halves: dict, opt) -> dict:
     """An accepted move with its plan's top-1 and KL: the result of polishing capped at its evaluations."""
     correct = mb.correct(move.plan)
     return {"changes": list(move.changes), "score": move.score, "evaluations": move.evaluations,
-            "top1": float(correct.mean()), "kl_held_out_half": _kl_on(mb, [move.plan], halves["held_out"])[0],
-            "kl_fresh": _kl_on(mb, [move.plan], halves["fresh"])[0],
+            "top1": float(correct.mean()), **_kls(mb, move.plan, halves),
             "mcnemar_vs_optimum": mcnemar_exact(correct, opt)}
 
 
@@ -93,9 +104,9 @@ def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_eval
         if name == "full":  # not mb.joint_kl: its disk cache would be timed too
             score = lambda ps: _kl_on(mb, ps, (mb.calib, mb.calib_logits))  # noqa: E731
             start = choice.scores[choice.chosen]
-        else:
-            score = lambda ps: _kl_on(mb, ps, halves["searched"])  # noqa: E731
-            start = None  # scored afresh on the searched half (one evaluation)
+        else:  # scored afresh on its images (one evaluation)
+            images = halves["searched" if name == "half" else "fresh_searched"]
+            score, start = (lambda ps, images=images: _kl_on(mb, ps, images)), None
         cpu = time.process_time()
         res = quiet(polish, profile, choice.plan, budget=budget, score=score, pinned=free, max_evals=max_evals,
                     batch=batch, start_score=start)
@@ -111,9 +122,8 @@ def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_eval
     rows = {}
     for name, plan in plans.items():
         correct = mb.correct(plan)
-        searched, held = (_kl_on(mb, [plan], halves[h])[0] for h in ("searched", "held_out"))
-        rows[name] = {"top1": float(correct.mean()), "kl_calib": mb.joint_kl([plan])[0], "kl_searched_half": searched,
-                      "kl_held_out_half": held, "kl_fresh": _kl_on(mb, [plan], halves["fresh"])[0],
+        rows[name] = {"top1": float(correct.mean()), "kl_calib": mb.joint_kl([plan])[0],
+                      "kl_searched_half": _kl_on(mb, [plan], halves["searched"])[0], **_kls(mb, plan, halves),
                       "additive": plan.objective,
                       "mcnemar_vs_optimum": mcnemar_exact(correct, opt),
                       "mcnemar_vs_joint": mcnemar_exact(correct, pick),
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="default", help="quantizer: QuantConfig.preset name")
     parser.add_argument("--max-evals", type=int, default=120, help="most plans the polish step scores")
     parser.add_argument("--batch", type=int, default=12, help="plans per call of the score")
-    parser.add_argument("--scores", nargs="+", choices=SCORES, default=list(SCORES))
+    parser.add_argument("--scores", nargs="+", choices=SCORES, default=["half", "full"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
