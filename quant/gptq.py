@@ -112,7 +112,8 @@ def _damped_inverse_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    return (torch.clamp(torch.round(w / scale + zp), qmin, qmax) - zp) * scale
+    """``(clamp(round(w / s + z)) - z) * s``, in place on one new tensor (the loop's hot spot)."""
+    return w.div(scale).add_(zp).round_().clamp_(qmin, qmax).sub_(zp).mul_(scale)
 
 
 @torch.no_grad()
@@ -147,21 +148,20 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, qp: QParams, damp
     dead = torch.diagonal(H) <= 0
     H[dead, dead] = 1.0
     Hinv = _damped_inverse_factor(H, damp)
-    Q = torch.zeros_like(W)
-    latent = torch.zeros_like(W)
+    Q = torch.empty_like(W)
+    latent = torch.empty_like(W)
     for i1 in range(0, cols, BLOCK):
         i2 = min(i1 + BLOCK, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
+        diag = Hinv1.diagonal().tolist()
+        Q1 = Q[:, i1:i2]
         for i in range(i2 - i1):
-            w = W1[:, i]
+            w = W1[:, i]  # final: later columns' updates never touch column i again
             q = _quantize_column(w, scale, zp, qp.qmin, qp.qmax)
-            Q[:, i1 + i] = q
-            latent[:, i1 + i] = w
-            err = (w - q) / Hinv1[i, i]
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+            Q1[:, i] = q
+            W1[:, i + 1:].addr_(w.sub(q).div_(diag[i]), Hinv1[i, i + 1:], alpha=-1)
+        latent[:, i1:i2] = W1
+        W[:, i2:] -= (W1 - Q1).div_(Hinv1.diagonal()) @ Hinv[i1:i2, i2:]
     if order is not None:
         inverse = torch.argsort(order)
         Q, latent = Q[:, inverse], latent[:, inverse]

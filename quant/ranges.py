@@ -97,13 +97,15 @@ def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric:
     return QParams(scale, zero_point, qmin, qmax)
 
 
-def _quantile_rows(rows: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row quantile that also works past ``torch.quantile``'s input-size limit."""
+def _quantile_rows(rows: torch.Tensor, qs: list[float]) -> torch.Tensor:
+    """Per-row quantiles ``(len(qs), C)``, each row sorted once for all ``qs`` (bit-identical to
+    one ``torch.quantile`` call per q, several times faster); also works past
+    ``torch.quantile``'s input-size limit."""
     n = rows.shape[1]
     if rows.numel() <= 8_000_000:
-        return torch.quantile(rows, q, dim=1)
-    k = min(max(int(round(q * (n - 1))) + 1, 1), n)
-    return rows.kthvalue(k, dim=1).values
+        return torch.quantile(rows, torch.tensor(qs, dtype=rows.dtype, device=rows.device), dim=1)
+    ks = [min(max(int(round(q * (n - 1))) + 1, 1), n) for q in qs]
+    return torch.stack([rows.kthvalue(k, dim=1).values for k in ks])
 
 
 #: Candidate percentiles of the ``"search"`` method (RepQ-ViT's activation range search).
@@ -150,13 +152,14 @@ def estimate_range(
         return rows.amin(dim=1), rows.amax(dim=1)
     if method == "percentile":
         p = percentile / 100.0
-        return _quantile_rows(rows, 1.0 - p), _quantile_rows(rows, p)
+        lo, hi = _quantile_rows(rows, [1.0 - p, p])
+        return lo, hi
     if method == "mse":
         lo0, hi0 = rows.amin(dim=1), rows.amax(dim=1)
         return _lowest_error(rows, ((lo0 * a, hi0 * a) for a in torch.linspace(1.0, 0.1, grid).tolist()), bits, symmetric)
     if method == "search":
-        cands = [(_quantile_rows(rows, 1.0 - p / 100.0), _quantile_rows(rows, p / 100.0)) for p in SEARCH_PERCENTILES]
-        return _lowest_error(rows, cands, bits, symmetric)
+        bounds = _quantile_rows(rows, [q for p in SEARCH_PERCENTILES for q in (1.0 - p / 100.0, p / 100.0)])
+        return _lowest_error(rows, zip(bounds[0::2], bounds[1::2]), bits, symmetric)
     raise ValueError(f"unknown range method {method!r}; expected 'minmax', 'percentile', 'mse' or 'search'")
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from quant import ActQuantizer, LogQuantizer, WeightQuantizer
 from quant.errors import NotCalibratedError
 from quant.quantizers import UniformQuantizer
-from quant.ranges import estimate_range, fake_quantize, log_base_search, log_quantize, log_scale_search, qparams_from_range
+from quant.ranges import _quantile_rows, estimate_range, fake_quantize, log_base_search, log_quantize, log_scale_search, qparams_from_range
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -205,3 +205,18 @@ def test_observer_sample_is_bounded_deterministic_and_representative():
     # half the data had mean 5: the subsample must reflect both halves
     assert 2.0 < float(a.sample.mean()) < 3.0
     assert float(a.min_val) <= float(a.sample.min()) and float(a.max_val) >= float(a.sample.max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), channels=st.integers(1, 6), n=st.integers(1, 5000), repeats=st.booleans(),
+       qs=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6))
+def test_quantiles_of_one_sort_equal_torch_quantile_per_q(seed, channels, n, repeats, qs):
+    """The range search takes all its quantiles from one sort per row; each must be bit-identical
+    to its own ``torch.quantile`` call (what the ranges were computed with before)."""
+    rows = torch.randn(channels, n, generator=torch.Generator().manual_seed(seed))
+    if repeats:  # ties, as in weights and activations that clip
+        rows[:, : n // 2] = rows[:, :1]
+    many = _quantile_rows(rows, qs)
+    assert many.shape == (len(qs), channels)
+    for i, q in enumerate(qs):
+        assert torch.equal(many[i], torch.quantile(rows, q, dim=1))
