@@ -23,9 +23,10 @@ thread; times are process CPU times, each the best of several runs (the machine 
   sites (first, middle, last: the memory of a pair does not depend on how many pairs follow); the
   CLI run profiles every site of a 2-block DeiT-S at 4 bits (the whole command, data loading
   included; the ImageFolder is read batch by batch, never held whole) so that it finishes in
-  minutes on a CPU. ``cli-mmap`` runs that command with ``MALLOC_MMAP_THRESHOLD_=131072``: glibc
-  then stops raising its mmap threshold as large tensors are freed, which otherwise lets LRP's
-  peak creep up batch after batch as the heap fragments (lower and flat peak, slower LRP).
+  minutes on a CPU. ``cli-glibc`` runs that command with profiling's heap bound switched off
+  (`profiling._heap`: glibc's own mmap threshold, which rises as large tensors are freed and lets
+  the heap fragment over LRP's batches), the reference for what the bound saves and costs; the
+  kinds run side by side for each number of images.
 * ``--dist``: wall time of ``profile_model`` in 2 gloo processes (one thread each) against 1
   process (one thread), on a 4-block DeiT-S, 4 images in 2 batches (so LRP splits too); the
   profiles must be identical. On a machine busy with other work the wall ratio says little, so
@@ -230,6 +231,9 @@ def bench_cost(name: str, n_images: int, n_sites: int | None, bits: tuple[int, .
 # ------------------------------------------------------------------------------------------------
 # Peak memory, each measurement in a fresh subprocess.
 # ------------------------------------------------------------------------------------------------
+MEMORY_KINDS = ("api", "cli", "cli-glibc")
+
+
 def _peak_rss_mb() -> float:
     import resource
 
@@ -238,13 +242,20 @@ def _peak_rss_mb() -> float:
 
 def memory_child(kind: str, n: int, folder: str | None) -> None:
     """Run one measurement and print its peak RSS (called in a fresh interpreter)."""
-    if kind not in ("api", "cli", "cli-mmap"):
+    if kind not in MEMORY_KINDS:
         raise ValueError(f"unknown memory measurement {kind!r}")
+    if kind == "cli-glibc":
+        from profiling import _heap
+
+        _heap._LIBC = None  # the bound off: what glibc does by itself
     if kind == "api":
+        from profiling._heap import bounded_heap
+
         model, x = build("deit_s"), images(n)
         lrp_importance(model, x, batch_size=32)
         q = prepare(model, CONFIG)
-        calibrate(q, x)
+        with bounded_heap():  # as profile_model calibrates
+            calibrate(q, x)
         names = list(quant_sites(q))
         measure_sensitivity(q, x, bits=(4,), sites=[names[0], names[len(names) // 2], names[-1]], verbose=False,
                             batch_size=32)
@@ -276,17 +287,14 @@ def write_folder(root: Path, n: int) -> Path:
 
 
 def bench_memory(kinds: tuple[str, ...] = ("api", "cli"), sizes: tuple[int, ...] = (32, 256)) -> dict:
-    rows = {}
+    rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_folder(Path(tmp) / "imgs", max(sizes))
-        for kind in kinds:
-            for n in sizes:
+        for n in sizes:  # kinds side by side at each size, so their CPU times see the same machine load
+            for kind in kinds:
                 t0 = time.perf_counter()
-                # "cli-mmap": the same command with glibc's mmap threshold fixed at its 128 KiB default
-                # (no dynamic raise), which stops the heap from fragmenting over LRP's batches
-                env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": "131072"} if kind == "cli-mmap" else {})}
                 out = subprocess.run([sys.executable, "-m", "benchmarks.profiling", "--memory-child", kind, str(n),
-                                      str(folder)], capture_output=True, text=True, check=True, env=env)
+                                      str(folder)], capture_output=True, text=True, check=True)
                 child = json.loads(out.stdout.strip().splitlines()[-1])
                 peak = child["peak_rss_mb"]
                 rows.setdefault(kind, {})[n] = {**child, "wall_s": round(time.perf_counter() - t0, 1)}
@@ -407,9 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-naive", action="store_true", help="skip the full re-evaluation reference")
     ap.add_argument("--anchor-bits", type=int, default=None,
                     help="also measure the opt-in anchored approximation at this anchor bit-width")
-    ap.add_argument("--memory", nargs="*", choices=["api", "cli", "cli-mmap"], default=None,
+    ap.add_argument("--memory", nargs="*", choices=MEMORY_KINDS, default=None,
                     help="peak RSS at 32 and 256 images through the API and/or the CLI (default both; "
-                    "cli-mmap: the CLI with MALLOC_MMAP_THRESHOLD_=131072)")
+                    "cli-glibc: the CLI with profiling's heap bound off)")
     ap.add_argument("--dist", action="store_true", help="2 gloo processes vs 1")
     ap.add_argument("--dist-depth", type=int, default=4, metavar="N",
                     help="blocks of the DeiT-S profiled by --dist (default 4; 12 is the full model)")

@@ -5,18 +5,19 @@ mapping of its own, returned to the system when freed, and the rest from its hea
 mapped block is freed, glibc raises the threshold to that block's size (up to 32 MiB), so from
 then on tensors of up to that size come from the heap. LRP's forward and backward make and free
 hundreds of MB of such tensors per batch; on the heap they fragment, and the peak resident
-memory of ``mixqvit profile`` crept up with the number of LRP batches (+7.4% and +12.5% from 32
-to 256 images in two runs, `benchmarks/profiling.py --memory`), which is why batching alone did
+memory of ``mixqvit profile`` crept up with the number of LRP batches (+7.4%, +12.5%, +14.8% from 32
+to 256 images in three runs, `benchmarks/profiling.py --memory`), which is why batching alone did
 not make memory independent of the calibration set.
 
 `bounded_heap` holds the threshold at glibc's 128 KiB start value while the pass runs, so every
-large tensor is a mapping of its own and goes back to the system when freed: the peak is the
-live data of one batch, whatever the batch's position. The price is a page fault per page of
-every large tensor, so it is held only around the passes that run once per image (LRP,
-calibration), not around sensitivity's many passes, where it is the bulk of what
-``MALLOC_MMAP_THRESHOLD_=131072`` costs. On exit the threshold is left fixed at 32 MiB
-(the largest value glibc's own adjustment reaches: glibc cannot be told to adjust it again) and
-the freed heap is handed back with ``malloc_trim``.
+large tensor is a mapping of its own and goes back to the system when freed (glibc still reuses
+free heap space first): the peak is the live data of one batch, whatever the batch's position
+(the same command: 1418 -> 1438 MB, +1.4%). The price is page faults on every large tensor:
+LRP +46% and calibration +54% CPU there, the whole command +10% to +17%. So it is held only
+around the passes made once (LRP, calibration), not around sensitivity's many passes, unlike
+``MALLOC_MMAP_THRESHOLD_=131072`` for the whole process (+28% to +42%). On exit the threshold
+is left fixed at 32 MiB (glibc's own adjustment stops at that value, and glibc cannot be told
+to adjust it again) and the freed heap is handed back with ``malloc_trim``.
 
 Only allocation changes: the computed numbers do not depend on it (tensors stay 64-byte
 aligned). Where the C library is not glibc (macOS, Windows, musl) or the user tuned malloc
