@@ -11,6 +11,7 @@ stopped early per pair: `EarlyStop`) and
 """
 from ._data import CalibSet, as_calib_set
 from ._early_stop import EarlyStop
+from ._heap import bounded_heap
 from .costs import LayerCost, bops, layer_costs, size_bits
 from .errors import CalibrationDataError, CheckpointMismatchError, LRPUnsupportedError, ProfilingError
 from .joint import joint_damage, pair_damage
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_EPSILON",
     "measure_sensitivity",
     "EarlyStop",
+    "bounded_heap",
     "joint_damage",
     "pair_damage",
     "SensitivityResult",

@@ -21,7 +21,9 @@ to adjust it again) and the freed heap is handed back with ``malloc_trim``.
 
 Only allocation changes: the computed numbers do not depend on it (tensors stay 64-byte
 aligned). Where the C library is not glibc (macOS, Windows, musl) or the user tuned malloc
-through the environment (``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``), it does nothing.
+through the environment (``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``), it does nothing;
+``MIXQVIT_HEAP_BOUND=0`` switches it off (glibc as it is: less CPU, memory that grows with the
+calibration set).
 """
 from __future__ import annotations
 
@@ -44,8 +46,11 @@ _depth = 0
 
 
 def _load_glibc() -> Any:
-    """The process's C library when it is glibc and malloc is not tuned by the user, else None."""
+    """The process's C library when it is glibc, malloc is not tuned by the user and the bound is
+    not switched off (``MIXQVIT_HEAP_BOUND=0``), else None."""
     if any(k in os.environ for k in _USER_TUNED) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return None
+    if os.environ.get("MIXQVIT_HEAP_BOUND", "1") == "0":
         return None
     try:
         libc = ctypes.CDLL(None)

@@ -58,7 +58,8 @@ def test_lrp_and_calibration_run_inside_the_bound(monkeypatch):
 
 
 @pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "65536"},
-                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}])
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"},
+                                 {"MIXQVIT_HEAP_BOUND": "0"}])
 def test_user_tuned_malloc_is_left_alone(monkeypatch, env):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
