@@ -1,5 +1,6 @@
-"""profiling._heap.bounded_heap: large tensors get their own mappings during LRP and calibration,
-the numbers do not change, and without glibc (or with malloc tuned by the user) nothing happens."""
+"""profiling._heap: LRP hands the heap back after each batch, large tensors get their own mappings
+during calibration, the numbers do not change, and without glibc (or with malloc tuned by the
+user) nothing happens."""
 from __future__ import annotations
 
 import ctypes
@@ -47,14 +48,15 @@ def test_outermost_block_sets_and_resets_the_threshold_also_on_error(monkeypatch
     assert _heap._depth == 0
 
 
-def test_lrp_and_calibration_run_inside_the_bound(monkeypatch):
+def test_lrp_trims_after_each_batch_and_calibration_runs_inside_the_bound(monkeypatch):
     fake = _FakeLibc()
     monkeypatch.setattr(_heap, "_LIBC", fake)
     lrp_importance(tiny_vit(), images(4), batch_size=2)
-    assert fake.calls == ENTER + EXIT
+    assert fake.calls == 2 * [("malloc_trim", 0)]  # one trim per batch, no mmap threshold change
     fake.calls.clear()
-    profile_model(tiny_vit(), images(4), bits=(4,), verbose=False)
-    assert fake.calls == 2 * (ENTER + EXIT)  # LRP, then calibration; not the sensitivity
+    profile_model(tiny_vit(), images(4), bits=(4,), verbose=False, batch_size=2)
+    # LRP's two batches, then calibration inside the bound; nothing around the sensitivity
+    assert fake.calls == 2 * [("malloc_trim", 0)] + ENTER + EXIT
 
 
 @pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "65536"},
