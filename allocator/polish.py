@@ -34,7 +34,7 @@ Torch-free: the score arrives as a callable, as for `allocator.joint.solve_joint
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -86,7 +86,6 @@ class PolishResult:
     evaluations: int
     calls: int
     time_s: float
-    notes: list[str] = field(default_factory=list)
 
     @property
     def local_minimum(self) -> bool:
