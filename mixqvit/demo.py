@@ -43,6 +43,7 @@ from .loading import load_model
 from .timing import Timer
 from .errors import OptionError
 from .plots import plot_accuracy_vs_size, plot_bit_allocation, plot_profile_heatmaps
+from .ptq import DEFAULT_ROUNDING_STEPS, quantize_plan
 from .report import Table, demo_table
 
 __all__ = ["run_demo", "DemoResult", "DEFAULT_BUDGETS", "DEFAULT_BITS"]
@@ -92,11 +93,11 @@ def _plan_source(choice, uniform) -> str:
 
 def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, data: str | None,
                bits: Sequence[int], budgets: Sequence[int], solver: str, seed: int,
-               verbose: bool, device: str = "cpu") -> tuple[list[dict[str, Any]], list[Path]]:
+               verbose: bool, device: str = "cpu", rounding_steps: int = 0) -> tuple[list[dict[str, Any]], list[Path]]:
     from allocator import NonBindingLimitWarning, Plan
     from allocator.joint import solve_joint
     from profiling import joint_damage
-    from quant import PlanSwitcher
+    from quant import PlanSwitcher, QuantConfig
 
     files: list[Path] = []
     loaded = load_model(spec)
@@ -124,9 +125,13 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     rows: list[dict[str, Any]] = [{
         "model": name, "method": "float", "budget": "FP32", "avg_w_bits": 32.0, "avg_a_bits": 32.0,
         "size_mb": profile.total_params * 4 / 1e6, "gbops": profile.total_macs * 32 * 32 / 1e9, "top1": acc_float,
+        "top1_rounded": None,
         "solver": None, "solve_time_s": None,
     }]
-    uniform_rows, mixed_rows, allocations, points = [], [], {}, {"uniform": [], "mixed": []}
+    uniform_rows, mixed_rows, allocations = [], [], {}
+    points: dict[str, list] = {"uniform": [], "mixed": []}
+    if rounding_steps:
+        points.update({"uniform + rounding": [], "mixed + rounding": []})
     for b in sorted(budgets, reverse=True):
         label = f"W{b}A{b}"
         uniform = Plan.uniform(profile, w_bits=b, a_bits=b)
@@ -148,9 +153,19 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
                 acc = evaluate_top1(switcher.apply(plan), test, verbose=verbose, desc=f"{name} {method} {label}")
             stats = {"avg_w_bits": plan.avg_w_bits, "avg_a_bits": plan.avg_a_bits, "size_mb": plan.size_bytes / 1e6,
                      "gbops": plan.bops / 1e9}
+            acc_rounded = None
+            if rounding_steps:
+                with Timer() as tr:
+                    rounded = quantize_plan(loaded.model, plan, calib[0], QuantConfig(), rounding_steps=rounding_steps,
+                                            seed=seed)
+                    acc_rounded = evaluate_top1(rounded, test, verbose=verbose, desc=f"{name} {method} {label} rounded")
+                del rounded
+                points[f"{method} + rounding"].append((stats["size_mb"], acc_rounded, label))
+                _log(verbose, f"[{name}] {method:7s} {label}: top-1 {acc_rounded:.4f} with learned rounding "
+                              f"({rounding_steps} steps per unit, {tr.seconds:.0f} s)")
             bucket.append({
                 "model": name, "method": method, "budget": label if method == "uniform" else f"<= {label}",
-                **stats, "top1": acc, "calib_kl": calib_kl[method],
+                **stats, "top1": acc, "top1_rounded": acc_rounded, "calib_kl": calib_kl[method],
                 "plan_source": source if method == "mixed" else None,
                 "solver": solved_by[0] if method == "mixed" else None,
                 "solve_time_s": solved_by[1] if method == "mixed" else None,
@@ -177,9 +192,14 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
 def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, test_limit: int | None = None,
              out_dir: str | os.PathLike = "report", data: str | None = None,
              bits: Sequence[int] = DEFAULT_BITS, budgets: Sequence[int] = DEFAULT_BUDGETS,
-             solver: str = "auto", seed: int = 0, verbose: bool = True, device: str = "cpu") -> DemoResult:
+             solver: str = "auto", seed: int = 0, verbose: bool = True, device: str = "cpu",
+             rounding_steps: int = DEFAULT_ROUNDING_STEPS) -> DemoResult:
     """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts)
     on ``device``.
+
+    With ``rounding_steps > 0`` every uniform and mixed plan is also quantized afresh and given
+    learned rounding (``quant.reconstruct(..., rounding_steps=...)``, the ``--reconstruct-rounding``
+    of ``mixqvit quantize|export``), reported next to the calibrated model as "top-1 + rounding".
 
     Prints the table and returns it with the list of files written under ``out_dir``:
     ``demo.json``/``demo.md`` (the table), and per model ``<model>/profile.json``,
@@ -198,7 +218,7 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
     described: list[str] = []
     for name in names:
         r, f, description = _run_model(name, out, calib, test_limit, data, bits, budgets, solver, seed, verbose,
-                                       device)
+                                       device, rounding_steps)
         rows += r
         files += f
         if description not in described:
@@ -216,6 +236,10 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
         "plans of the additive objective, near-optimal plans of re-weighted losses and the uniform plan (plan column); "
         "its solve time includes scoring the candidates.",
     ]
+    if rounding_steps:
+        notes.append(f"top-1 + rounding: the same plan quantized with learned rounding ({rounding_steps} Adam steps per "
+                     f"unit; mixqvit quantize|export --reconstruct-rounding {rounding_steps} --seed {seed} "
+                     f"--calib {calib} reproduces it).")
     table = demo_table(rows, title="Mix-QViT demo: uniform vs mixed precision", notes=notes)
     files += list(table.write(out, "demo"))
     print(table.to_text())

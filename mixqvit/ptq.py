@@ -12,7 +12,10 @@ from typing import Any
 from . import argtypes
 from .errors import OptionError
 
-__all__ = ["add_ptq_args", "ptq_config", "quantize_from_args"]
+__all__ = ["add_ptq_args", "ptq_config", "quantize_from_args", "quantize_plan", "DEFAULT_ROUNDING_STEPS"]
+
+#: Adam steps per unit of learned rounding that the README and the demo recommend and measure.
+DEFAULT_ROUNDING_STEPS = 200
 
 
 def add_ptq_args(p: argparse.ArgumentParser) -> None:
@@ -41,13 +44,21 @@ def ptq_config(args: argparse.Namespace) -> Any:
 
 
 def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool) -> Any:
-    """``quant.quantize`` with ``config`` (from :func:`ptq_config`), then reconstruction when asked
-    (learned rounding first, then the scales)."""
+    """:func:`quantize_plan` with the options of :func:`add_ptq_args` (``config`` from :func:`ptq_config`)."""
+    return quantize_plan(model, plan, calib, config, reconstruct_steps=args.reconstruct or 0,
+                         rounding_steps=args.reconstruct_rounding or 0, seed=args.seed, verbose=verbose)
+
+
+def quantize_plan(model: Any, plan: Any, calib: Any, config: Any, *, reconstruct_steps: int = 0,
+                  rounding_steps: int = 0, seed: int = 0, verbose: bool = False) -> Any:
+    """``quant.quantize`` with ``config``, then reconstruction when asked (learned rounding first,
+    then the scales). The demo's rounded rows come from here too, so ``mixqvit quantize|export
+    --reconstruct-rounding N`` with the demo's seed and calibration images rebuilds them."""
     from quant import quantize
     from quant.reconstruct import reconstruct
 
     qmodel = quantize(model, plan, calib, config=config, verbose=verbose)
-    if args.reconstruct or args.reconstruct_rounding:
-        reconstruct(qmodel, model, calib, steps=args.reconstruct or 0, rounding_steps=args.reconstruct_rounding or 0,
-                    seed=args.seed, verbose=verbose)
+    if reconstruct_steps or rounding_steps:
+        reconstruct(qmodel, model, calib, steps=reconstruct_steps, rounding_steps=rounding_steps, seed=seed,
+                    verbose=verbose)
     return qmodel

@@ -6,6 +6,7 @@ import argparse
 from .. import argtypes
 from ..options import out_directory
 from ..runtime import add_runtime_args, setup
+from ..ptq import DEFAULT_ROUNDING_STEPS
 from .profile import DEFAULT_BITS
 
 HELP = "end-to-end demo: uniform vs mixed at 2/3/4/6 bits, table + plots"
@@ -24,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=argtypes.parse_bits, default=(2, 3, 4, 6), help="uniform WbAb budgets (default 2,3,4,6)")
     p.add_argument("--solver", default="auto", help="solver backend (default auto)")
     p.add_argument("--seed", type=argtypes.seed, default=0)
+    p.add_argument("--reconstruct-rounding", type=argtypes.non_negative_int, default=DEFAULT_ROUNDING_STEPS,
+                   metavar="STEPS", help="also quantize every plan with learned rounding, STEPS Adam steps per unit, "
+                   f"and report it as 'top-1 + rounding' (~30-40 s of CPU per plan; 0 skips it; default "
+                   f"{DEFAULT_ROUNDING_STEPS})")
     p.add_argument("--out", default="report", help="report directory (default report)")
     add_runtime_args(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -36,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     out_directory(args.out, "report directory")
     run_demo(device=runtime.device, models=None if args.all else [args.model], calib=args.calib, test_limit=args.test_limit,
              out_dir=args.out, data=args.data, bits=args.bits, budgets=args.budgets, solver=args.solver,
-             seed=args.seed, verbose=not args.quiet)
+             seed=args.seed, verbose=not args.quiet, rounding_steps=args.reconstruct_rounding)
     return 0

@@ -14,8 +14,9 @@ from mixqvit.evaluation import evaluate_top1, profile_loaded
 from mixqvit.checkpoints import save_checkpoint
 from mixqvit.loading import load_model
 from profiling import joint_damage
-from quant import PlanSwitcher, quantize
+from quant import PlanSwitcher, QuantConfig, quantize
 from mixqvit.demo import run_demo
+from mixqvit.ptq import quantize_plan
 from mixqvit_test_helpers import ARCH, TINY, write_image_folder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -140,7 +141,7 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     ckpt = save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
     out = tmp_path / "report"
     result = run_demo([str(ckpt)], calib=12, out_dir=out, data=str(image_folder), bits=(2, 4, 8),
-                      budgets=(2, 4), verbose=False)
+                      budgets=(2, 4), verbose=False, rounding_steps=2)
     printed = capsys.readouterr().out
     assert "Mix-QViT demo" in printed and "uniform" in printed and "mixed" in printed
     table = json.loads((out / "demo.json").read_text())
@@ -166,6 +167,20 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     assert mixed_w2a2.names == [l["name"] for l in profile_names]
     assert mixed_w2a2.pinned == [], "the mixed plan chooses the bits the uniform baseline pins"
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
+    # the rounded column is what `mixqvit quantize --reconstruct-rounding 2` gives for that plan
+    assert by[("float", "FP32")]["top1_rounded"] is None
+    loaded = load_model(str(ckpt))
+    calib = load_calibration(loaded, str(image_folder), 12, seed=0)
+    rebuilt = quantize_plan(loaded.model, mixed_w2a2, calib[0], QuantConfig(), rounding_steps=2, seed=0)
+    top1 = 100 * evaluate_top1(rebuilt, load_test(loaded, str(image_folder)), verbose=False)
+    assert by[("mixed", "W2A2")]["top1_rounded"] == pytest.approx(top1, abs=1e-9)
+
+
+def test_demo_without_rounding_leaves_the_column_empty(tiny, image_folder, tmp_path):
+    ckpt = save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
+    result = run_demo([str(ckpt)], calib=12, out_dir=tmp_path / "report", data=str(image_folder), bits=(2, 8),
+                      budgets=(2,), verbose=False, rounding_steps=0)
+    assert [r["top1_rounded"] for r in result.rows] == [None, None, None]
 
 
 @pytest.mark.recorded
