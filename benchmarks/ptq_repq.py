@@ -15,8 +15,9 @@ Methods are ``QuantConfig`` variants (:data:`METHODS`): ``repq`` is
 the presets of those names (``v1``: the default before issue 16); ``+name``/``-name`` variants switch one ingredient on (over ``v1``) or
 off (from ``default``); ``default+recon`` adds the optional output reconstruction of the
 quantizer scales (``quant.reconstruct.reconstruct`` with :data:`RECON`'s arguments; ``-drop``: QDrop),
-``default+round`` learned weight rounding block by block before it (``-only``: without the
-network-wide scale stage). Every cell is a fresh ``quantize`` of the float model on a
+``default+round`` learned weight rounding unit by unit before it (``-only``: without the
+network-wide scale stage; ``-blocks``: rounding only inside the transformer blocks, the weights
+outside them keeping GPTQ's rounding, as before the units outside the blocks were added). Every cell is a fresh ``quantize`` of the float model on a
 class-balanced draw of train images (one per calibration seed), evaluated on the first ``--n-test`` test
 images. Calibration time is the wall and process-CPU time of ``quantize`` plus the first
 forward (lazy range searches); the CPU time is robust to other jobs on the machine, so the
@@ -82,13 +83,15 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+recon-drop": ("default", {}),
     "default+round": ("default", {}),
     "default+round-only": ("default", {}),
+    "default+round-blocks": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
 RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300, drop=0.5),
-         # learned rounding block by block (AdaRound/BRECQ, with the block's scales), then the scales network-wide
+         # learned rounding unit by unit (AdaRound/BRECQ, with the unit's scales), then the scales network-wide
          "default+round": dict(rounding_steps=200, steps=300),
-         "default+round-only": dict(rounding_steps=200, steps=0)}  # the block stage alone
+         "default+round-only": dict(rounding_steps=200, steps=0),  # the unit stage alone
+         "default+round-blocks": dict(rounding_steps=200, steps=0, rounding_units="blocks")}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

@@ -24,10 +24,18 @@ GPTQ-rounded one (tested). The weight step size may be learned jointly: codes ar
 with ``base`` fixed, times the (learned) scale.
 
 BRECQ's unit is a block: each transformer block (a module whose class name ends in ``Block``) is
-fitted in forward order on the inputs that the already-fitted quantized blocks before it
-produce, against the float model's output of the same block. A block whose hardened output
-error on the calibration inputs ends above its starting error is put back as it started, so
-the stage never makes a block worse on the calibration data.
+fitted in forward order on the inputs that the already-fitted quantized units before it
+produce, against the float model's output of the same block. The quantized weights outside the
+blocks (the patch embedding, Swin's patch merging, the heads) would otherwise keep GPTQ's
+layer-wise rounding, and at 3-4 bits on every layer they carry a share of the error that no
+block can undo; :func:`find_units` therefore also makes each of them part of a unit: the
+outermost module around it that holds no block (``patch_embed``, ``layers.1.downsample``,
+``head``, ``head_dist``). Such a module's output is what the next block or the loss sees, and it
+is not changed by the post-LayerNorm fold (which rescales a LayerNorm's output and the next
+linear's input columns, both inside the unit), so it can be matched to the float model's output
+of the same module exactly as a block's is. A unit whose hardened output error on the
+calibration inputs ends above its starting error is put back as it started, so the stage never
+makes a unit worse on the calibration data.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from torch import nn
 
 from .quantizers import UniformQuantizer, WeightQuantizer, _broadcast
 
-__all__ = ["LearnedRounding", "attach_rounding", "find_blocks", "beta_schedule", "ZETA", "GAMMA"]
+__all__ = ["LearnedRounding", "attach_rounding", "find_blocks", "find_units", "UNITS", "beta_schedule", "ZETA", "GAMMA"]
 
 #: Stretch of the rectified sigmoid (the paper's zeta and gamma).
 ZETA, GAMMA = 1.1, -0.1
@@ -142,6 +150,39 @@ def find_blocks(model: nn.Module) -> list[str]:
         if name and type(module).__name__.endswith("Block") and not any(name.startswith(b + ".") for b in names):
             names.append(name)
     return names
+
+
+#: Which weights :func:`find_units` puts in units: ``"all"`` every quantized weight, ``"blocks"``
+#: only those inside transformer blocks (BRECQ's units alone; the others keep their rounding).
+UNITS = ("all", "blocks")
+
+
+def find_units(model: nn.Module, units: str = "all") -> list[str]:
+    """Names of the modules that learned rounding fits one at a time, in registration order.
+
+    The transformer blocks (:func:`find_blocks`) and, with ``units="all"``, for every quantized
+    weight outside them the outermost module containing it that contains no block (never the
+    model itself: in a model without blocks, each weight's top-level child). Outermost, so that layers that only make sense together (Swin's patch-merging
+    LayerNorm and linear, a patch embedding's convolution and norm) are fitted together on the
+    output that the rest of the network sees. The units are disjoint and every quantized weight
+    lies in exactly one of them (with ``"all"``). Forward order may differ from registration
+    order; :func:`quant.reconstruct.fit_rounding` sorts them by a forward pass.
+    """
+    if units not in UNITS:
+        raise ValueError(f"find_units: units={units!r}; expected one of {UNITS}")
+    blocks = find_blocks(model)
+    if units == "blocks":
+        return blocks
+    inside = tuple(b + "." for b in blocks)
+    chosen = set(blocks)
+    for name, module in model.named_modules():
+        wq = getattr(module, "weight_quant", None)
+        if not name or name.startswith(inside) or not (isinstance(wq, WeightQuantizer) and wq.bits is not None):
+            continue
+        parts = name.split(".")
+        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        chosen.add(next(p for p in prefixes if not any(b == p or b.startswith(p + ".") for b in blocks)))
+    return [name for name, _ in model.named_modules() if name in chosen]
 
 
 def beta_schedule(step: int, steps: int, warmup: float = 0.2, start: float = 20.0, end: float = 2.0) -> float | None:

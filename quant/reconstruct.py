@@ -6,14 +6,16 @@ weight's rounding (GPTQ, ``QuantConfig.weight_rounding="gptq"``) its own layer's
 still add up through the network. Two stages, both fitted to the float model on the
 calibration images:
 
-1. ``rounding_steps > 0``: learned rounding (:mod:`quant.adaround`). Each transformer block in
-   forward order: the rounding of its weights (up or down from the GPTQ-compensated weights,
-   starting at GPTQ's choice), optionally jointly with the block's step sizes and offsets, is
-   fitted so that the block's output on the inputs the already-fitted quantized blocks produce
-   matches the float model's output of that block (BRECQ). The weights are then hardened to
-   integer codes on the same grid; a block whose hardened output error ends above its starting
-   error is put back as it started. Weights outside the blocks (patch embedding, Swin's patch
-   merging, heads) keep GPTQ's rounding.
+1. ``rounding_steps > 0``: learned rounding (:mod:`quant.adaround`). Each unit in forward
+   order -- a transformer block, or with ``rounding_units="all"`` (the default) the module
+   around the quantized weights outside the blocks (patch embedding, Swin's patch merging, each
+   head; :func:`quant.adaround.find_units`): the rounding of its weights (up or down from the
+   GPTQ-compensated weights, starting at GPTQ's choice), optionally jointly with the unit's
+   step sizes and offsets, is fitted so that the unit's output on the inputs the already-fitted
+   quantized units produce matches the float model's output of that unit (BRECQ; for a head,
+   its logits). One code path for every unit: a unit is any module called as ``unit(x)``. The
+   weights are then hardened to integer codes on the same grid; a unit whose hardened output
+   error ends above its starting error is put back as it started.
 2. ``steps > 0``: every step size and offset of the quantized model (LSQ/LSQ+ parameters,
    :func:`quant.make_quantizers_learnable`; the log softmax quantizer stays frozen) is fitted
    so that the model's output features and logits match the float model's. Weights (now on
@@ -21,9 +23,9 @@ calibration images:
    calibration images constrain well (``images x tokens x width`` targets).
 
 Cost: stage 2 is ``steps`` forward+backward passes of a calibration batch through the model;
-stage 1 ``rounding_steps`` passes through each block (about ``rounding_steps`` model passes in
-all) plus one forward of the calibration set per block. Bit-specific, so it runs after
-:func:`quant.quantize` with the plan's bits, not during profiling.
+stage 1 ``rounding_steps`` passes through each unit (about ``rounding_steps`` model passes in
+all: the units outside the blocks are small) plus one forward of the calibration set per unit.
+Bit-specific, so it runs after :func:`quant.quantize` with the plan's bits, not during profiling.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .act_quantizers import ActQuantizer
-from .adaround import attach_rounding, beta_schedule, find_blocks
+from .adaround import UNITS, attach_rounding, beta_schedule, find_units
 from .data_utils import iter_images
 from .lsq import LearnedQuantizers, make_quantizers_learnable, param_groups
 
@@ -46,9 +48,10 @@ __all__ = ["reconstruct", "fit_rounding", "BlockFit"]
 
 @dataclass
 class BlockFit:
-    """What stage 1 did to one block: its hardened output error on the calibration inputs
-    before and after fitting (mean squared error over the float output's variance), the share
-    of its weight codes that changed, and whether it was put back as it started."""
+    """What stage 1 did to one unit (``block``: its module name; a transformer block or, outside
+    the blocks, e.g. ``patch_embed`` or ``head``): its hardened output error on the calibration
+    inputs before and after fitting (mean squared error over the float output's variance), the
+    share of its weight codes that changed, and whether it was put back as it started."""
 
     block: str
     start_error: float
@@ -96,14 +99,15 @@ class _Reached(Exception):
 
 @torch.no_grad()
 def _at_block(net: nn.Module, block: nn.Module, images: torch.Tensor, batch_size: int, output: bool) -> torch.Tensor:
-    """The input (or output) of ``block`` in ``net`` for every image; each forward stops there,
-    so only one block's tensors are held at a time."""
+    """The input (or output) of ``block`` (any module of ``net`` called once per forward as
+    ``block(x)``: a transformer block or another rounding unit) for every image; each forward
+    stops there, so only one unit's tensors are held at a time."""
     seen: list[torch.Tensor] = []
 
     def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
         if len(args) != 1 or any(v is not None for v in kwargs.values()):
-            raise ValueError(f"fit_rounding: block {type(module).__name__} is called with more than one input; "
-                             "only blocks called as block(x) can be reconstructed")
+            raise ValueError(f"fit_rounding: unit {type(module).__name__} is called with more than one input; "
+                             "only modules called as module(x) can be reconstructed")
         seen.append(args[0].detach())
         raise _Reached
 
@@ -121,7 +125,28 @@ def _at_block(net: nn.Module, block: nn.Module, images: torch.Tensor, batch_size
                 pass
     finally:
         handle.remove()
+    if not seen:
+        raise ValueError(f"fit_rounding: unit {type(block).__name__} is not called in the model's forward pass; "
+                         "learned rounding needs every quantized weight inside a module called as module(x) "
+                         "(pass rounding_units='blocks' to round only the transformer blocks)")
     return torch.cat(seen)
+
+
+@torch.no_grad()
+def _forward_order(net: nn.Module, names: list[str], x: torch.Tensor) -> list[str]:
+    """``names`` sorted by when each module is first called in ``net(x)``: a unit must be fitted
+    after every unit that feeds it (registration order is not forward order in general, e.g. a
+    head registered before the blocks). A module that is never called goes last and is refused
+    by :func:`_at_block`."""
+    called: list[str] = []
+    handles = [net.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: called.append(n)) for n in names]
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    first = {n: i for i, n in reversed(list(enumerate(called)))}
+    return sorted(names, key=lambda n: first.get(n, len(called)))
 
 
 @torch.no_grad()
@@ -134,42 +159,48 @@ def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
 
 def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers,
                  steps: int, lr: float = 1e-2, reg: float = 0.01, scales: bool = True, scale_lr: float = 1e-3,
-                 batch_size: int = 32, gen: torch.Generator | None = None, verbose: bool = False) -> list[BlockFit]:
+                 batch_size: int = 32, gen: torch.Generator | None = None, verbose: bool = False,
+                 units: str = "all") -> list[BlockFit]:
     """Stage 1 of :func:`reconstruct` on ``qmodel`` in place (its quantizers made learnable as
-    ``learned``); returns one :class:`BlockFit` per block.
+    ``learned``); returns one :class:`BlockFit` per unit (:func:`quant.adaround.find_units` with
+    ``units``), in forward order.
 
-    Per block: ``steps`` Adam steps (learning rate ``lr`` on the rounding variables; with
-    ``scales`` also on the block's step sizes and offsets at the LSQ-equivalent rates of
-    ``scale_lr``) on random batches of ``batch_size`` inputs, minimising the normalised block
+    Per unit: ``steps`` Adam steps (learning rate ``lr`` on the rounding variables; with
+    ``scales`` also on the unit's step sizes and offsets at the LSQ-equivalent rates of
+    ``scale_lr``) on random batches of ``batch_size`` inputs, minimising the normalised unit
     output error plus ``reg`` times the mean rounding regulariser (annealed,
     :func:`quant.adaround.beta_schedule`).
     """
-    names = find_blocks(qmodel)
+    names = find_units(qmodel, units)
     if not names:
-        raise ValueError("fit_rounding: the model has no transformer block (a module whose class name ends in 'Block')")
+        raise ValueError(f"fit_rounding: nothing to round with units={units!r}: " + (
+            "the model has no transformer block (a module whose class name ends in 'Block'); pass units='all'"
+            if units == "blocks" else "the model has no quantized weight; quantize it with weight bits first"))
+    names = _forward_order(qmodel, names, images[:1])
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
     groups = param_groups(qmodel, learned, scale_lr) if scales else []
     fits = []
     with _only_trainable(qmodel, learned):
         for name in tqdm(names, desc="rounding", disable=None if verbose else True, leave=False):
-            block = qmodel.get_submodule(name)
-            inputs = _at_block(qmodel, block, images, batch_size, output=False)
+            unit = qmodel.get_submodule(name)
+            inputs = _at_block(qmodel, unit, images, batch_size, output=False)
             target = _at_block(model, model.get_submodule(name), images, batch_size, output=True)
-            fits.append(_fit_block(name, block, inputs, target, steps, lr, reg,
-                                   [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size, gen))
+            fits.append(_fit_unit(name, unit, inputs, target, steps, lr, reg,
+                                  [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size, gen))
     return fits
 
 
-def _fit_block(name: str, block: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
-               reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
-               gen: torch.Generator) -> BlockFit:
-    roundings = list(attach_rounding(block).values())
-    if not roundings:  # a block whose weights are all float: nothing to round
-        err = _block_error(block, inputs, target, batch_size)
+def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
+              reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
+              gen: torch.Generator) -> BlockFit:
+    """Fit one unit (a block or any other module called as ``unit(x)``) and harden it."""
+    roundings = list(attach_rounding(unit).values())
+    if not roundings:  # a unit whose weights are all float: nothing to round
+        err = _block_error(unit, inputs, target, batch_size)
         return BlockFit(name, err, err, 0.0, False)
     start_codes = [r.codes() for r in roundings]
     start_scales = [p.detach().clone() for g in scale_groups for p in g["params"]]
-    start_error = _block_error(block, inputs, target, batch_size)
+    start_error = _block_error(unit, inputs, target, batch_size)
     variance = max(float(target.var()), 1e-12)
     opt = torch.optim.Adam([{"params": [r.v for r in roundings], "lr": lr}, *scale_groups])
     for r in roundings:
@@ -177,7 +208,7 @@ def _fit_block(name: str, block: nn.Module, inputs: torch.Tensor, target: torch.
     try:
         for step in range(steps):
             idx = torch.randperm(len(inputs), generator=gen)[:batch_size]
-            loss = F.mse_loss(block(inputs[idx]), target[idx]) / variance
+            loss = F.mse_loss(unit(inputs[idx]), target[idx]) / variance
             beta = beta_schedule(step, steps)
             if beta is not None:
                 loss = loss + reg * sum(r.regulariser(beta) for r in roundings) / len(roundings)
@@ -188,9 +219,9 @@ def _fit_block(name: str, block: nn.Module, inputs: torch.Tensor, target: torch.
     finally:
         for r in roundings:
             r.soft = False
-    end_error = _block_error(block, inputs, target, batch_size)
+    end_error = _block_error(unit, inputs, target, batch_size)
     reverted = end_error > start_error
-    if reverted:  # put the block back as it started: hard codes and scales
+    if reverted:  # put the unit back as it started: hard codes and scales
         with torch.no_grad():
             for r, codes in zip(roundings, start_codes):
                 r.v.copy_(torch.where(codes > r.base, 1.0, -1.0))
@@ -207,13 +238,13 @@ def _fit_block(name: str, block: nn.Module, inputs: torch.Tensor, target: torch.
 def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 100, lr: float = 1e-3,
                 batch_size: int = 32, seed: int = 0, verbose: bool = False, drop: float = 0.0,
                 rounding_steps: int = 0, rounding_lr: float = 1e-2, rounding_reg: float = 0.01,
-                rounding_scales: bool = True, report: list | None = None) -> nn.Module:
+                rounding_scales: bool = True, rounding_units: str = "all", report: list | None = None) -> nn.Module:
     """Fit ``qmodel`` (from :func:`quant.quantize`) to the float ``model`` on ``calib_data``, in
     place; returns ``qmodel`` in eval mode. See the module docstring for the two stages.
 
     Stage 1 runs when ``rounding_steps > 0`` (:func:`fit_rounding` with ``rounding_lr``,
-    ``rounding_reg``, ``rounding_scales`` and ``lr`` for the scales); its :class:`BlockFit`
-    records are appended to ``report`` when given. Stage 2 runs when ``steps > 0``: loss per
+    ``rounding_reg``, ``rounding_scales``, ``rounding_units`` and ``lr`` for the scales); its
+    :class:`BlockFit` records (one per unit) are appended to ``report`` when given. Stage 2 runs when ``steps > 0``: loss per
     batch is the mean squared error of the output features over their variance in the float
     model plus the KL divergence of the logits; Adam over the LSQ parameter groups
     (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
@@ -228,6 +259,9 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     if rounding_lr <= 0 or rounding_reg < 0:
         raise ValueError(f"reconstruct: rounding_lr={rounding_lr}, rounding_reg={rounding_reg}; expected "
                          "rounding_lr > 0 and rounding_reg >= 0")
+    if rounding_units not in UNITS:
+        raise ValueError(f"reconstruct: rounding_units={rounding_units!r}; expected one of {UNITS} ('all': every "
+                         "quantized weight; 'blocks': only those inside transformer blocks)")
     images = torch.cat([b for b in iter_images(calib_data, None)])
     device = next(qmodel.parameters()).device
     images = images.to(device)
@@ -237,7 +271,7 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     gen = torch.Generator().manual_seed(seed)
     if rounding_steps:
         fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
-                            rounding_scales, lr, batch_size, gen, verbose)
+                            rounding_scales, lr, batch_size, gen, verbose, rounding_units)
         if report is not None:
             report.extend(fits)
     if steps:

@@ -1,15 +1,18 @@
-"""Learned weight rounding (quant.adaround) and its block-wise stage in quant.reconstruct."""
+"""Learned weight rounding (quant.adaround) and its unit-wise stage in quant.reconstruct (transformer
+blocks and the modules around the quantized weights outside them)."""
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant import QuantConfig, quant_sites, quantize
-from quant.adaround import LearnedRounding, attach_rounding, beta_schedule, find_blocks
+from quant.adaround import LearnedRounding, attach_rounding, beta_schedule, find_blocks, find_units
 from quant.deploy.state import collect_state
 from quant.lsq import make_quantizers_learnable
 from quant.quantizers import WeightQuantizer
-from quant.reconstruct import _at_block, _block_error, fit_rounding, reconstruct
+from quant.reconstruct import _at_block, _block_error, _fit_unit, fit_rounding, reconstruct
 
 from quant_helpers import build_tiny
 
@@ -57,8 +60,8 @@ def test_attached_rounding_is_bit_identical_to_the_gptq_model(kind, calib_images
     with torch.no_grad():
         gptq = qmodel(calib_images)
         make_quantizers_learnable(qmodel)
-        roundings = [r for b in find_blocks(qmodel) for r in attach_rounding(qmodel.get_submodule(b)).values()]
-        assert roundings
+        roundings = [r for u in find_units(qmodel) for r in attach_rounding(qmodel.get_submodule(u)).values()]
+        assert len(roundings) == len(_weighted(qmodel))
         assert torch.equal(qmodel(calib_images), gptq)
         for r in roundings:
             r.harden_()
@@ -80,7 +83,6 @@ def test_hardened_weights_lie_on_the_grid_and_export(kind, bits, calib_images):
     _, qmodel, report = _rounded(kind, calib_images, bits=bits, rounding_steps=15)
     assert any(f.flipped > 0 for f in report), "some rounding decision changed"
     state = collect_state(qmodel)  # refuses weights off their grid
-    in_blocks = tuple(b + "." for b in find_blocks(qmodel))
     for name, site in _weighted(qmodel).items():
         grid = site.weight_quant.quantizer
         s = grid.scale.reshape(-1, *[1] * (site.weight.dim() - 1))
@@ -92,8 +94,7 @@ def test_hardened_weights_lie_on_the_grid_and_export(kind, bits, calib_images):
             assert float(codes.min()) >= grid.qmin - 1e-3 and float(codes.max()) <= grid.qmax + 1e-3
             exported = state.weights[f"{name}.weight"]
             assert torch.equal(used, exported.grid.dequantize(exported.codes)), name
-            if name.startswith(in_blocks):  # hardened: the stored weight is the grid value itself
-                assert torch.equal(site.weight, used), name
+            assert torch.equal(site.weight, used), name  # hardened: the stored weight is the grid value itself
 
 
 @pytest.mark.parametrize("kind", ["vit", "deit", "swin"])
@@ -102,7 +103,7 @@ def test_fitted_block_error_is_at_most_the_start(kind, calib_images):
     start = quantize(model, "W3A3", calib_images, config=CFG)
     fitted = quantize(model, "W3A3", calib_images, config=CFG)
     learned = make_quantizers_learnable(fitted)
-    report = fit_rounding(fitted, model, calib_images, learned, steps=30, batch_size=16)
+    report = fit_rounding(fitted, model, calib_images, learned, steps=30, batch_size=16, units="blocks")
     assert [f.block for f in report] == find_blocks(fitted)
     assert all(f.end_error <= f.start_error for f in report)
     assert any(f.end_error < f.start_error for f in report), "the fit lowers some block's error"
@@ -147,9 +148,12 @@ def test_bad_arguments_are_refused(calib_images):
     with pytest.raises(ValueError, match="make_quantizers_learnable"):
         site = _weighted(qmodel)["blocks.0.attn.qkv"]
         LearnedRounding(site.weight, site.weight_quant)  # grid not installed yet
+    with pytest.raises(ValueError, match="rounding_units='bogus'; expected one of"):
+        reconstruct(qmodel, model, calib_images, steps=0, rounding_steps=5, rounding_units="bogus")
     flat = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    with pytest.raises(ValueError, match="no transformer block"):
-        fit_rounding(flat, flat, torch.randn(2, 4), make_quantizers_learnable(qmodel), steps=1)
+    for units, match in [("all", "no quantized weight;"), ("blocks", "no transformer block .*; pass units='all'")]:
+        with pytest.raises(ValueError, match=match):
+            fit_rounding(flat, flat, torch.randn(2, 4), make_quantizers_learnable(qmodel), steps=1, units=units)
 
 
 def test_beta_schedule_warms_up_then_anneals_from_20_to_2():
@@ -158,3 +162,122 @@ def test_beta_schedule_warms_up_then_anneals_from_20_to_2():
     assert all(b is None for b in betas[:20])
     assert betas[20] == pytest.approx(20.0) and betas[-1] == pytest.approx(2.0)
     assert all(a >= b for a, b in zip(betas[20:], betas[21:]))
+
+
+_QUANTIZED: dict = {}
+
+
+def _quantized(kind: str, images: torch.Tensor, bits: int = 3) -> tuple:
+    """(float, quantized) tiny model, built once per (kind, bits) for the structural tests."""
+    if (kind, bits) not in _QUANTIZED:
+        model = build_tiny(kind)
+        _QUANTIZED[kind, bits] = model, quantize(model, f"W{bits}A{bits}", images, config=CFG)
+    return _QUANTIZED[kind, bits]
+
+
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["vit", "deit", "swin"]), data=st.data())
+def test_every_quantized_weight_lies_in_exactly_one_unit(kind, data, calib_images):
+    """Whichever weights are quantized, each lies in exactly one unit with units='all'; with
+    'blocks' the units are the blocks alone; the units are disjoint."""
+    _, qmodel = _quantized(kind, calib_images)
+    sites = _weighted(qmodel)
+    float_sites = data.draw(st.sets(st.sampled_from(sorted(sites))))
+    try:
+        for name in float_sites:
+            sites[name].weight_quant.set_bits(None)
+        quantized = [n for n in sites if n not in float_sites]
+        units = find_units(qmodel)
+        assert find_units(qmodel, "blocks") == find_blocks(qmodel)
+        assert set(find_blocks(qmodel)) <= set(units)
+        for a in units:
+            assert not any(b.startswith(a + ".") for b in units if b != a), "units are disjoint"
+        for name in quantized:
+            assert sum(name == u or name.startswith(u + ".") for u in units) == 1, name
+        for u in set(units) - set(find_blocks(qmodel)):  # a unit outside the blocks holds a quantized weight
+            assert any(n == u or n.startswith(u + ".") for n in quantized), u
+            assert not any(b.startswith(u + ".") for b in find_blocks(qmodel)), "no block inside a non-block unit"
+    finally:
+        for name in float_sites:
+            sites[name].weight_quant.set_bits(3)
+
+
+def test_units_outside_the_blocks_of_each_family(calib_images):
+    expected = {"vit": ["patch_embed", "head"], "deit": ["patch_embed", "head", "head_dist"],
+                "swin": ["patch_embed", "layers.1.downsample", "head"]}
+    for kind, names in expected.items():
+        qmodel = _quantized(kind, calib_images)[1]
+        assert [u for u in find_units(qmodel) if u not in find_blocks(qmodel)] == names, kind
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit", "swin"])
+def test_fitted_units_outside_the_blocks_end_at_most_at_their_start(kind, calib_images):
+    """Every unit's error (recomputed independently for the units outside the blocks, on the
+    inputs it was fitted on, against the GPTQ start) ends <= its start; some fall."""
+    model = build_tiny(kind)
+    start = quantize(model, "W3A3", calib_images, config=CFG)
+    fitted = quantize(model, "W3A3", calib_images, config=CFG)
+    report = fit_rounding(fitted, model, calib_images, make_quantizers_learnable(fitted), steps=30, batch_size=16)
+    assert sorted(f.block for f in report) == sorted(find_units(fitted))
+    assert all(f.end_error <= f.start_error for f in report)
+    outside = [f for f in report if f.block not in find_blocks(fitted)]
+    assert any(f.end_error < f.start_error and f.flipped > 0 for f in outside), "the fit lowers some non-block unit"
+    for f in outside:
+        inputs = _at_block(fitted, fitted.get_submodule(f.block), calib_images, 16, output=False)
+        target = _at_block(model, model.get_submodule(f.block), calib_images, 16, output=True)
+        before = _block_error(start.get_submodule(f.block), inputs, target, 16)
+        after = _block_error(fitted.get_submodule(f.block), inputs, target, 16)
+        assert before == pytest.approx(f.start_error, rel=1e-5), f.block
+        assert after == pytest.approx(f.end_error, rel=1e-5), f.block
+        assert after <= before * (1 + 1e-6), f.block
+
+
+def test_units_are_fitted_in_forward_order_not_registration_order(calib_images):
+    model = build_tiny("deit")
+    qmodel = quantize(model, "W3A3", calib_images, config=CFG)
+    for net in (model, qmodel):  # the heads registered first
+        net._modules = dict(sorted(net._modules.items(), key=lambda kv: not kv[0].startswith("head")))
+    assert find_units(qmodel)[:2] == ["head", "head_dist"]
+    report = fit_rounding(qmodel, model, calib_images, make_quantizers_learnable(qmodel), steps=2, batch_size=16)
+    assert [f.block for f in report] == ["patch_embed", "blocks.0", "blocks.1", "head", "head_dist"]
+
+
+def test_at_8_bits_every_unit_starts_close_to_the_float_unit(calib_images):
+    """The float model's output of a unit is a fair target for the quantized unit (e.g. the
+    post-LayerNorm fold does not change what a unit outputs): at W8A8 each starts near it."""
+    for kind in ("deit", "swin"):
+        model, qmodel = _quantized(kind, calib_images, bits=8)
+        qmodel = copy.deepcopy(qmodel)
+        report = fit_rounding(qmodel, model, calib_images, make_quantizers_learnable(qmodel), steps=1, batch_size=16)
+        assert all(f.start_error < 1e-2 for f in report), [(f.block, f.start_error) for f in report]
+
+
+@pytest.mark.parametrize("unit", ["head", "patch_embed"])
+def test_a_unit_fitted_to_its_own_output_ends_as_it_started(unit, calib_images):
+    """Target = the unit's own GPTQ output: any flip can only make it worse, so the unit is put
+    back (or nothing flipped) and its output stays bit-identical."""
+    model, qmodel = _quantized("vit", calib_images)
+    qmodel = copy.deepcopy(qmodel)
+    learned = make_quantizers_learnable(qmodel)
+    module = qmodel.get_submodule(unit)
+    inputs = _at_block(qmodel, module, calib_images, 16, output=False)
+    with torch.no_grad():
+        own = module(inputs)
+    fit = _fit_unit(unit, module, inputs, own, 20, 1e-1, 0.01, [], learned, 16, torch.Generator().manual_seed(0))
+    assert fit.start_error == 0.0 and fit.end_error == 0.0
+    assert fit.reverted or fit.flipped == 0.0
+    with torch.no_grad():
+        assert torch.equal(module(inputs), own)
+
+
+def test_blocks_only_leaves_the_weights_outside_the_blocks_as_gptq_rounded(calib_images):
+    model, gptq = _quantized("swin", calib_images)
+    qmodel = copy.deepcopy(gptq)
+    report = []
+    reconstruct(qmodel, model, calib_images, steps=0, rounding_steps=5, batch_size=16, rounding_units="blocks",
+                report=report)
+    assert [f.block for f in report] == find_blocks(qmodel)
+    outside = [n for n in _weighted(qmodel) if not n.startswith(tuple(b + "." for b in find_blocks(qmodel)))]
+    with torch.no_grad():
+        for name in outside:
+            assert torch.equal(_weighted(qmodel)[name].quantized_weight(), _weighted(gptq)[name].quantized_weight())
