@@ -19,6 +19,7 @@ from .discovery import LayerSite, find_quantizable_layers
 from .engine import calibrate, prepare, quant_sites
 from .errors import PlanMismatchError
 from .ranges import check_bits
+from .settle import recording_input_shape, settle_constant_inputs
 
 __all__ = ["quantize", "resolve_plan"]
 
@@ -78,7 +79,10 @@ def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfi
 
     ``model`` is not modified. Steps: :func:`prepare` (copy, on the model's device),
     :func:`calibrate` on ``calib_data`` (one float pass; LayerNorm folding; the passes that
-    ``config`` asks for) with each site at the plan's bits. Deterministic for a given ``config.seed``. Returned in eval mode.
+    ``config`` asks for) with each site at the plan's bits, then
+    :func:`quant.settle.settle_constant_inputs` (image-independent quantizer inputs kept off
+    rounding boundaries, so the result does not depend on the CPU's float kernels in every
+    image at once). Deterministic for a given ``config.seed``. Returned in eval mode.
     The plan is checked against the model before any work is done.
     """
     bits = resolve_plan(plan, find_quantizable_layers(model), config)
@@ -86,5 +90,7 @@ def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfi
     sites = quant_sites(qmodel)
     for name, (w, a) in bits.items():  # before calibrate: sequential calibration needs them
         sites[name].set_bits(w, a)
-    calibrate(qmodel, calib_data, verbose=verbose)
+    with recording_input_shape(qmodel) as shapes:
+        calibrate(qmodel, calib_data, verbose=verbose)
+    settle_constant_inputs(qmodel, shapes[0])
     return qmodel.eval()

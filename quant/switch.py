@@ -4,6 +4,9 @@
 depend on the bits, so evaluating many plans (the demo: uniform and mixed at four budgets; a
 joint-aware allocator scoring candidate plans) reuses one calibrated copy and only re-sets the
 bits, which gives the same model as a fresh ``quantize`` call per plan at a fraction of the cost.
+Like ``quantize``, every ``apply`` ends with :func:`quant.settle.settle_constant_inputs` (a few
+probe forward passes): ``set_bits`` drops the previous plan's scale nudges with the rest of the
+installed parameters, and the nudges are recomputed for the new bits.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from .api import resolve_plan
 from .config import QuantConfig
 from .discovery import find_quantizable_layers
 from .engine import calibrate, prepare, quant_sites
+from .settle import SettleReport, recording_input_shape, settle_constant_inputs
 
 __all__ = ["PlanSwitcher"]
 
@@ -27,12 +31,18 @@ class PlanSwitcher:
         self.config = config if config is not None else QuantConfig()
         self._layers = find_quantizable_layers(model)
         self.qmodel = prepare(model, self.config)
-        calibrate(self.qmodel, calib_data, verbose=verbose)
+        with recording_input_shape(self.qmodel) as shapes:
+            calibrate(self.qmodel, calib_data, verbose=verbose)
+        self._input_shape = shapes[0]
         self._sites = quant_sites(self.qmodel)
+        #: what the last :meth:`apply` did to keep constant quantizer inputs off rounding boundaries
+        self.settled: SettleReport | None = None
 
     def apply(self, plan: Any) -> nn.Module:
         """Set every site's bits from ``plan`` (an ``allocator.Plan`` or "W4A4"); returns the
-        quantized model (the same object each time), in eval mode."""
+        quantized model (the same object each time), in eval mode, with its image-independent
+        quantizer inputs settled (:attr:`settled`)."""
         for name, (w, a) in resolve_plan(plan, self._layers, self.config).items():
             self._sites[name].set_bits(w, a)
+        self.settled = settle_constant_inputs(self.qmodel, self._input_shape)
         return self.qmodel.eval()
