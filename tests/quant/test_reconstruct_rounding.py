@@ -281,3 +281,20 @@ def test_blocks_only_leaves_the_weights_outside_the_blocks_as_gptq_rounded(calib
     with torch.no_grad():
         for name in outside:
             assert torch.equal(_weighted(qmodel)[name].quantized_weight(), _weighted(gptq)[name].quantized_weight())
+
+
+def test_a_units_batches_do_not_depend_on_the_units_fitted_before_it(calib_images):
+    """DeiT's head_dist sees the same inputs whether or not the head (fitted just before it) is
+    quantized; with the scales fixed its fit must then be bit-identical."""
+    model, base = _quantized("deit", calib_images)
+    runs = []
+    for head_float in (False, True):
+        qmodel = copy.deepcopy(base)
+        if head_float:
+            qmodel.head.weight_quant.set_bits(None)
+        report = fit_rounding(qmodel, model, calib_images, make_quantizers_learnable(qmodel), steps=20,
+                              batch_size=8, scales=False)
+        assert ("head" in [f.block for f in report]) != head_float
+        runs.append(([f for f in report if f.block == "head_dist"][0], qmodel.head_dist.weight.detach().clone()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+    assert runs[0][0].flipped > 0, "the head_dist fit did something"
