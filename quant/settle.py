@@ -39,7 +39,7 @@ from .device import model_device
 from .quantizers import LogQuantizer, UniformQuantizer
 from .ranges import LOG_MAX_EXPONENT
 
-__all__ = ["settle_constant_inputs", "SettleReport", "SettledQuantizer", "recording_input_shape",
+__all__ = ["settle_constant_inputs", "ConstantInputs", "SettleReport", "SettledQuantizer", "recording_input_shape",
            "code_coordinates", "MARGIN", "STEP", "MAX_STEPS", "PROBES"]
 
 #: Required distance (in quantization steps) of a constant from a rounding half. Kernel-to-kernel
@@ -185,12 +185,12 @@ def _activations_float(quantizers: list[ActQuantizer]) -> Iterator[None]:
 
 
 def _constant_positions(qmodel: nn.Module, probes: torch.Tensor,
-                        active: list[ActQuantizer]) -> dict[ActQuantizer, list[torch.Tensor]]:
+                        quantizers: list[ActQuantizer]) -> dict[ActQuantizer, list[torch.Tensor]]:
     """Per quantizer with any, per call: the input positions that do not depend on the image.
     Found with the activations in float: quantized activations take few distinct values, so two
     images can agree on an image-dependent element by coincidence; float values do not."""
-    with _activations_float(active):
-        seen = _inputs(qmodel, probes, active, None)
+    with _activations_float(quantizers):
+        seen = _inputs(qmodel, probes, quantizers, None)
     masks = {q: [(rows == rows[:1]).all(dim=0) for rows in calls] for q, calls in seen.items()}
     return {q: m for q, m in masks.items() if any(bool(x.any()) for x in m)}
 
@@ -200,7 +200,8 @@ def _constant_values(qmodel: nn.Module, probes: torch.Tensor, positions: dict[Ac
     """The quantized model's input values of each watched quantizer at its constant positions
     (where the probes agree there too), stopping after the last watched quantizer."""
     seen = _inputs(qmodel, probes, watched, watched[-1])
-    return {q: torch.cat([rows[0][mask & (rows == rows[:1]).all(dim=0)] for rows, mask in zip(seen[q], positions[q])])
+    return {q: torch.cat([rows[0][mask.to(rows.device) & (rows == rows[:1]).all(dim=0)]
+                          for rows, mask in zip(seen[q], positions[q])])
             for q in watched if q in seen}
 
 
@@ -212,51 +213,80 @@ def _probe_images(input_shape: Sequence[int], n: int, device: torch.device) -> t
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-@torch.no_grad()
+class ConstantInputs:
+    """Where the activation quantizers of ``qmodel`` see image-independent inputs, for images
+    of ``input_shape`` (C, H, W), and :meth:`settle` to keep those inputs off rounding halves.
+
+    The positions are structural -- they depend on neither the bits nor the scales -- so they
+    are found once, in one float forward pass of :data:`PROBES` seeded random images (every
+    activation quantizer watched), and each :meth:`settle` only runs the quantized model up to
+    the last quantizer that has any (for a ViT: the patch embedding and the first block's
+    attention inputs). :class:`quant.PlanSwitcher` keeps one for all its plans.
+    """
+
+    @torch.no_grad()
+    def __init__(self, qmodel: nn.Module, input_shape: Sequence[int]) -> None:
+        self.qmodel = qmodel
+        self.input_shape = tuple(int(s) for s in input_shape)
+        probes = _probe_images(self.input_shape, PROBES, model_device(qmodel))
+        quantizers = [m for m in qmodel.modules() if isinstance(m, ActQuantizer)]
+        was_training = qmodel.training
+        qmodel.eval()
+        try:
+            #: quantizer -> per call, the mask of its image-independent input elements (forward order)
+            self.positions = _constant_positions(qmodel, probes, quantizers) if quantizers else {}
+        finally:
+            qmodel.train(was_training)
+
+    @torch.no_grad()
+    def settle(self, *, margin: float = MARGIN, step: float = STEP, max_steps: int = MAX_STEPS) -> SettleReport:
+        """Nudge the scale of every quantized activation quantizer whose image-independent input
+        elements lie within ``margin`` steps of a rounding half, in place (see the module
+        docstring): quantizer by quantizer in forward order, the first factor ``1 + step``,
+        ``1 - step``, ``1 + 2 step``, ... (at most ``max_steps`` each way) that clears all of
+        them, else the one that keeps them farthest (listed in ``unsettled``). One partial
+        forward pass, plus one per nudged quantizer that has others after it. Deterministic."""
+        if not (0 < margin < 0.5) or not (0 < step) or max_steps < 0 or max_steps * step >= 1:
+            raise ValueError(f"settle_constant_inputs: margin={margin}, step={step}, max_steps={max_steps}; expected "
+                             "0 < margin < 0.5, step > 0 and 0 <= max_steps * step < 1")
+        qmodel = self.qmodel
+        report = SettleReport(margin=margin)
+        order = [q for q in self.positions if q.bits is not None]
+        if not order:
+            return report
+        names = {m: n for n, m in qmodel.named_modules()}
+        for aq in order:  # the parameters for the current bits, before reading or nudging them
+            aq.materialize()
+        probes = _probe_images(self.input_shape, PROBES, model_device(qmodel))
+        was_training = qmodel.training
+        qmodel.eval()
+        try:
+            constants = _constant_values(qmodel, probes, self.positions, order)
+            report.forwards = 1
+            for i, aq in enumerate(order):
+                values = constants.get(aq, torch.empty(0))
+                factor, scale, before, after = _choose_scale(aq.quantizer, values, margin, step, max_steps)
+                report.quantizers.append(SettledQuantizer(names[aq], int(values.numel()), factor, before, after))
+                if factor == 1.0:
+                    continue
+                aq.quantizer.scale.copy_(scale)
+                if i + 1 < len(order):  # the later constants now come from the new scale
+                    constants.update(_constant_values(qmodel, probes, self.positions, order[i + 1:]))
+                    report.forwards += 1
+        finally:
+            qmodel.train(was_training)
+        return report
+
+
 def settle_constant_inputs(qmodel: nn.Module, input_shape: Sequence[int], *, margin: float = MARGIN,
                            step: float = STEP, max_steps: int = MAX_STEPS) -> SettleReport:
-    """Nudge the scale of every activation quantizer of ``qmodel`` whose image-independent input
-    elements lie within ``margin`` steps of a rounding half, in place (see the module docstring).
-
-    ``input_shape`` is one image's shape (C, H, W). Costs one probe forward pass of
-    :data:`PROBES` images, plus one partial pass (up to the last quantizer with constants) per
-    nudged quantizer. Deterministic. Call it after the bits are set (``quantize`` and
-    ``PlanSwitcher.apply`` do), and again after anything that changes weights or scales
-    (``quant.reconstruct``).
-    """
-    if not (0 < margin < 0.5) or not (0 < step) or max_steps < 0 or max_steps * step >= 1:
-        raise ValueError(f"settle_constant_inputs: margin={margin}, step={step}, max_steps={max_steps}; expected "
-                         "0 < margin < 0.5, step > 0 and 0 <= max_steps * step < 1")
-    names = {m: n for n, m in qmodel.named_modules()}
-    active = [m for m in qmodel.modules() if isinstance(m, ActQuantizer) and m.bits is not None]
-    report = SettleReport(margin=margin)
-    if not active:
-        return report
-    for aq in active:  # the parameters for the current bits, before reading or nudging them
-        aq.materialize()
-    probes = _probe_images(input_shape, PROBES, model_device(qmodel))
-    was_training = qmodel.training
-    qmodel.eval()
-    try:
-        positions = _constant_positions(qmodel, probes, active)
-        report.forwards = 1
-        order = [q for q in active if q in positions]
-        order.sort(key=list(positions).index)  # forward order
-        constants = _constant_values(qmodel, probes, positions, order) if order else {}
-        report.forwards += bool(order)
-        for i, aq in enumerate(order):
-            values = constants.get(aq, torch.empty(0))
-            factor, scale, before, after = _choose_scale(aq.quantizer, values, margin, step, max_steps)
-            report.quantizers.append(SettledQuantizer(names[aq], int(values.numel()), factor, before, after))
-            if factor == 1.0:
-                continue
-            aq.quantizer.scale.copy_(scale)
-            if i + 1 < len(order):  # the later constants now come from the new scale
-                constants.update(_constant_values(qmodel, probes, positions, order[i + 1:]))
-                report.forwards += 1
-    finally:
-        qmodel.train(was_training)
-    return report
+    """Keep the image-independent inputs of ``qmodel``'s activation quantizers at least ``margin``
+    steps from a rounding half by nudging their scales, in place: ``ConstantInputs(qmodel,
+    input_shape).settle(...)`` (one float probe pass to find them, then
+    :meth:`ConstantInputs.settle`). ``input_shape`` is one image's shape (C, H, W). Call it
+    after the bits are set (``quantize`` and ``PlanSwitcher.apply`` do), and again after
+    anything that changes weights or scales (``quant.reconstruct``)."""
+    return ConstantInputs(qmodel, input_shape).settle(margin=margin, step=step, max_steps=max_steps)
 
 
 @contextmanager

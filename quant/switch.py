@@ -4,8 +4,9 @@
 depend on the bits, so evaluating many plans (the demo: uniform and mixed at four budgets; a
 joint-aware allocator scoring candidate plans) reuses one calibrated copy and only re-sets the
 bits, which gives the same model as a fresh ``quantize`` call per plan at a fraction of the cost.
-Like ``quantize``, every ``apply`` ends with :func:`quant.settle.settle_constant_inputs` (a few
-probe forward passes): ``set_bits`` drops the previous plan's scale nudges with the rest of the
+Like ``quantize``, every ``apply`` ends with :func:`quant.settle.settle_constant_inputs` (the
+positions of the image-independent quantizer inputs found once, then a probe pass up to the last
+of them per plan): ``set_bits`` drops the previous plan's scale nudges with the rest of the
 installed parameters, and the nudges are recomputed for the new bits.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .api import resolve_plan
 from .config import QuantConfig
 from .discovery import find_quantizable_layers
 from .engine import calibrate, prepare, quant_sites
-from .settle import SettleReport, recording_input_shape, settle_constant_inputs
+from .settle import ConstantInputs, SettleReport, recording_input_shape
 
 __all__ = ["PlanSwitcher"]
 
@@ -33,8 +34,8 @@ class PlanSwitcher:
         self.qmodel = prepare(model, self.config)
         with recording_input_shape(self.qmodel) as shapes:
             calibrate(self.qmodel, calib_data, verbose=verbose)
-        self._input_shape = shapes[0]
         self._sites = quant_sites(self.qmodel)
+        self._constants = ConstantInputs(self.qmodel, shapes[0])
         #: what the last :meth:`apply` did to keep constant quantizer inputs off rounding boundaries
         self.settled: SettleReport | None = None
 
@@ -44,5 +45,5 @@ class PlanSwitcher:
         quantizer inputs settled (:attr:`settled`)."""
         for name, (w, a) in resolve_plan(plan, self._layers, self.config).items():
             self._sites[name].set_bits(w, a)
-        self.settled = settle_constant_inputs(self.qmodel, self._input_shape)
+        self.settled = self._constants.settle()
         return self.qmodel.eval()

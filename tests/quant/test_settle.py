@@ -12,7 +12,7 @@ from torch import nn
 from quant import PlanSwitcher, quantize
 from quant.act_quantizers import ActQuantizer
 from quant.deploy.prefix import TOKEN_AXES
-from quant.settle import MARGIN, MAX_STEPS, STEP, code_coordinates, settle_constant_inputs
+from quant.settle import MARGIN, MAX_STEPS, STEP, ConstantInputs, code_coordinates, settle_constant_inputs
 from quant_helpers import build_tiny, make_images
 
 SHAPE = (1, 32, 32)
@@ -48,21 +48,27 @@ def _half_distance(quantizer: nn.Module, x: torch.Tensor) -> float:
     return float(d.min())
 
 
-def _unnudged_scales(qmodel: nn.Module) -> dict[str, torch.Tensor]:
-    """Each quantizer's scale as its statistics give it at its bits (``set_bits`` re-installs)."""
+def _scales(qmodel: nn.Module) -> dict[str, torch.Tensor]:
+    """Each quantizer's installed scale (installed now if the next forward would)."""
     out = {}
     for name, aq in _act_quantizers(qmodel).items():
-        aq.set_bits(aq.bits)
         aq.materialize()
         out[name] = aq.quantizer.scale.detach().clone()
     return out
+
+
+def _unnudged_scales(qmodel: nn.Module) -> dict[str, torch.Tensor]:
+    """Each quantizer's scale as its statistics give it at its bits (``set_bits`` re-installs)."""
+    for aq in _act_quantizers(qmodel).values():
+        aq.set_bits(aq.bits)
+    return _scales(qmodel)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["vit", "deit"]), seed=st.integers(0, 50), bits=st.sampled_from([2, 3, 4, 8]))
 def test_constant_inputs_end_a_margin_from_every_rounding_half(kind, seed, bits):
     qmodel = quantize(build_tiny(kind, seed), f"W{bits}A{bits}", make_images(16, seed=seed + 1))
-    scales = {n: aq.quantizer.scale.detach().clone() for n, aq in _act_quantizers(qmodel).items()}
+    scales = _scales(qmodel)
     constants = _prefix_inputs(qmodel, make_images(2, seed=seed + 100))
     assert constants
     quantizers = _act_quantizers(qmodel)
@@ -89,9 +95,10 @@ def test_the_pass_is_deterministic_and_switching_equals_quantizing():
 
 def test_a_model_without_prefix_tokens_is_left_alone():
     qmodel = quantize(build_tiny("swin"), "W3A3", make_images(16))
-    scales = {n: aq.quantizer.scale.detach().clone() for n, aq in _act_quantizers(qmodel).items()}
+    scales = _scales(qmodel)
+    assert ConstantInputs(qmodel, SHAPE).positions == {}
     report = settle_constant_inputs(qmodel, SHAPE)
-    assert report.quantizers == [] and report.forwards == 1
+    assert report.quantizers == [] and report.forwards == 0
     for name, before in _unnudged_scales(qmodel).items():
         assert torch.equal(scales[name], before)
 
@@ -167,3 +174,22 @@ def test_bad_input_shape_is_refused():
     qmodel = quantize(build_tiny("vit"), "W4A4", make_images(8))
     with pytest.raises(ValueError, match="shape of one image"):
         settle_constant_inputs(qmodel, (0, 32))
+
+
+def test_set_bits_drops_a_nudge_and_apply_computes_it_again():
+    """Tiny ViT seed 1: its class token is some channel's calibrated minimum after the first
+    LayerNorm, and the folded post-LN grid (range [-w/2, w/2], 2^b - 1 steps, z = 2^(b-1)) puts
+    a channel's minimum exactly on the half between codes 0 and 1 -- at every bit-width."""
+    switcher = PlanSwitcher(build_tiny("vit", 1), make_images(16))
+    name = "blocks.0.attn.qkv.act_quant"
+    aq = _act_quantizers(switcher.apply("W3A3"))[name]
+    (nudge,) = switcher.settled.nudged
+    assert nudge.name == name and nudge.distance_before == 0.0 and nudge.distance >= MARGIN
+    nudged = aq.quantizer.scale.clone()
+    aq.set_bits(3)
+    aq.materialize()  # the statistics' scale again: no stale nudge
+    assert float(nudged / aq.quantizer.scale) == pytest.approx(nudge.factor, rel=1e-6)
+    switcher.apply("W4A4")
+    assert switcher.settled.nudged[0].distance_before == 0.0  # the same half at 4 bits
+    switcher.apply("W3A3")
+    assert torch.equal(aq.quantizer.scale, nudged)
