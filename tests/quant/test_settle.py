@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from quant import PlanSwitcher, quantize
+from quant import PlanSwitcher, QuantConfig, quantize
 from quant.act_quantizers import ActQuantizer
 from quant.deploy.prefix import TOKEN_AXES
 from quant.settle import MARGIN, MAX_STEPS, STEP, ConstantInputs, code_coordinates, settle_constant_inputs
@@ -64,10 +64,13 @@ def _unnudged_scales(qmodel: nn.Module) -> dict[str, torch.Tensor]:
     return _scales(qmodel)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(["vit", "deit"]), seed=st.integers(0, 50), bits=st.sampled_from([2, 3, 4, 8]))
-def test_constant_inputs_end_a_margin_from_every_rounding_half(kind, seed, bits):
-    qmodel = quantize(build_tiny(kind, seed), f"W{bits}A{bits}", make_images(16, seed=seed + 1))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["vit", "deit"]), seed=st.integers(0, 50), bits=st.sampled_from([2, 3, 4, 8]),
+       preset=st.sampled_from(["default", "repq", "v1"]))
+def test_constant_inputs_end_a_margin_from_every_rounding_half(kind, seed, bits, preset):
+    """Symmetric and asymmetric grids, fixed (folded) and searched ranges, log2 / searched log softmax."""
+    qmodel = quantize(build_tiny(kind, seed), f"W{bits}A{bits}", make_images(16, seed=seed + 1),
+                      config=QuantConfig.preset(preset))
     scales = _scales(qmodel)
     constants = _prefix_inputs(qmodel, make_images(2, seed=seed + 100))
     assert constants
@@ -193,3 +196,19 @@ def test_set_bits_drops_a_nudge_and_apply_computes_it_again():
     assert switcher.settled.nudged[0].distance_before == 0.0  # the same half at 4 bits
     switcher.apply("W3A3")
     assert torch.equal(aq.quantizer.scale, nudged)
+
+
+def test_settling_after_reconstruction_keeps_the_learned_scales_learnable():
+    """The call that ends ``quant.reconstruct``: scales that are LSQ parameters are nudged in place."""
+    from quant.reconstruct import reconstruct
+
+    model, calib = build_tiny("deit", 2), make_images(16, seed=3)
+    qmodel = quantize(model, "W3A3", calib)
+    reconstruct(qmodel, model, calib, steps=2)
+    params = {n: aq.quantizer.scale for n, aq in _act_quantizers(qmodel).items() if aq.kind == "uniform"}
+    assert all(isinstance(p, nn.Parameter) for p in params.values())
+    settle_constant_inputs(qmodel, calib.shape[1:])
+    assert all(aq.quantizer.scale is params[n] for n, aq in _act_quantizers(qmodel).items() if n in params)
+    quantizers = _act_quantizers(qmodel)
+    for name, x in _prefix_inputs(qmodel, make_images(2, seed=7)).items():
+        assert _half_distance(quantizers[name].quantizer, x) >= MARGIN, name
