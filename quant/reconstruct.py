@@ -43,6 +43,7 @@ from .act_quantizers import ActQuantizer
 from .adaround import UNITS, attach_rounding, beta_schedule, find_units
 from .data_utils import iter_images
 from .lsq import LearnedQuantizers, make_quantizers_learnable, param_groups
+from .settle import settle_constant_inputs
 
 __all__ = ["reconstruct", "fit_rounding", "BlockFit"]
 
@@ -257,7 +258,9 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     model plus the KL divergence of the logits; Adam over the LSQ parameter groups
     (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
     (QDrop, Wei et al., ICLR 2022) each activation quantizer's output element stays float
-    with that probability during stage 2. Deterministic for a given ``seed``.
+    with that probability during stage 2. Ends with :func:`quant.settle.settle_constant_inputs`
+    (as ``quantize`` does): the fitted scales and weights move the image-independent inputs.
+    Deterministic for a given ``seed``.
     """
     if steps < 0 or rounding_steps < 0 or steps + rounding_steps == 0:
         raise ValueError(f"reconstruct: steps={steps}, rounding_steps={rounding_steps}; expected both >= 0 and at "
@@ -284,6 +287,7 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
             report.extend(fits)
     if steps:
         _fit_scales(qmodel, model, images, learned, steps, lr, batch_size, gen, drop, verbose)
+    settle_constant_inputs(qmodel, images.shape[1:])  # the fitted scales and weights move the constants
     return qmodel.eval()
 
 
