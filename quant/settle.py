@@ -2,22 +2,31 @@
 
 In a ViT the prefix tokens (class token, DeiT's distillation token) enter the first block as
 the same rows for every image, so everything computed from them until attention mixes them
-with the patches -- the first LayerNorm's output, the qkv product, ``q``, ``k`` and ``v`` -- is
-a constant of the model. A constant whose code coordinate (``x / s + z`` of a uniform
-quantizer, ``log2(x / s)`` in level units of the log quantizer) lies within float rounding of a
-half ``k + 0.5`` is rounded one way by one CPU's kernels and the other way by another's, and
-then *every* image moves (the shipped ViT at W3A3: 0.49999982 of a step with AVX-512 kernels,
-0.50000030 with SSE ones, +0.13 points of top-1 over the test set). An image-dependent value
-near a boundary flips in a few images only, which averages out.
+with the patches -- the first LayerNorm's output, ``q``, ``k`` and ``v`` -- is a constant of
+the model (so are a Swin's zero-padded window tokens). A constant whose code coordinate
+(``x / s + z`` of a uniform quantizer, ``log2(x / s)`` in level units of the log quantizer)
+lies within float rounding of a half ``k + 0.5`` is rounded one way by one CPU's kernels and
+the other way by another's, and then *every* image moves. It is not rare: the folded
+post-LayerNorm grid spans a channel's calibrated range ``[-w/2, w/2]`` in ``2^b - 1`` steps with
+``z = 2^(b-1)``, which puts each channel's calibrated minimum exactly on the half between codes
+0 and 1, at every bit-width -- and a class token that is some channel's minimum is that minimum
+in every calibration image (the shipped ViT: 0.49999982 of a step with AVX-512 kernels,
+0.50000030 with SSE ones; top-1 +0.10 to +0.28 points on AVX2 or SSE4.2 kernels). An image-dependent
+value near a boundary flips in a few images only, which averages out.
 
-:func:`settle_constant_inputs` finds the constants by measurement (seeded random probe images;
-an element is constant where all probes give the same bits) and, quantizer by quantizer in
-forward order, multiplies a quantizer's scale by the smallest factor ``1 +/- j * step`` that
-puts every constant code coordinate at least ``margin`` (in steps) from a rounding half inside
-its grid (clamp ends do not matter: values beyond them round to the end level either way).
-Each quantizer sees its constants as the already-settled quantizers before it make them. The
-scale changes by at most ``max_steps * step`` relative (1e-2 by default; about 1e-3 is typical),
-and the scale is the scale: export and QAT read it as any other.
+:class:`ConstantInputs` finds the constants by measurement: seeded random probe images, the
+activations in float (quantized ones coincide across images by chance), an element is constant
+where all probes give the same bits. :meth:`ConstantInputs.settle` then goes quantizer by
+quantizer in forward order and multiplies a quantizer's scale by the first of ``1``, ``1 + step``,
+``1 - step``, ``1 + 2 step``, ... that puts every constant code coordinate at least ``margin``
+steps from a rounding half that changes the output (the halves inside ``[qmin, qmax]``: values
+beyond a clamp end round to the end level either way); each quantizer sees its constants as the
+already-settled quantizers before it make them. The values enter the choice only through
+``distance >= margin``, so CPUs whose float results differ by much less than the margin choose
+the same factor; a larger scale first, because it puts a minimum on the half inside the grid,
+as the folded grid already does with the maximum (which lands on ``qmax + 0.5``). The scale
+changes by at most ``max_steps * step`` relative (1e-2 by default; 1e-4 to 2.1e-3 on the shipped
+models), and the scale is the scale: export and QAT read it as any other.
 
 The factor lives on the installed quantizer parameters only: ``ActQuantizer.set_bits``
 re-installs the parameters derived from the statistics, so a nudge never outlives the bits it
@@ -264,7 +273,7 @@ class ConstantInputs:
             constants = _constant_values(qmodel, probes, self.positions, order)
             report.forwards = 1
             for i, aq in enumerate(order):
-                values = constants.get(aq, torch.empty(0))
+                values = constants.get(aq, torch.empty(0, device=aq.quantizer.scale.device))
                 factor, scale, before, after = _choose_scale(aq.quantizer, values, margin, step, max_steps)
                 report.quantizers.append(SettledQuantizer(names[aq], int(values.numel()), factor, before, after))
                 if factor == 1.0:
