@@ -17,7 +17,8 @@ off (from ``default``); ``default+recon`` adds the optional output reconstructio
 quantizer scales (``quant.reconstruct.reconstruct`` with :data:`RECON`'s arguments; ``-drop``: QDrop),
 ``default+round`` learned weight rounding unit by unit before it (``-only``: without the
 network-wide scale stage; ``-blocks``: rounding only inside the transformer blocks, the weights
-outside them keeping GPTQ's rounding, as before the units outside the blocks were added). Every cell is a fresh ``quantize`` of the float model on a
+outside them keeping GPTQ's rounding, as before the units outside the blocks were added;
+``-only100``/``-only400``: 100 / 400 instead of 200 steps per unit). Every cell is a fresh ``quantize`` of the float model on a
 class-balanced draw of train images (one per calibration seed), evaluated on the first ``--n-test`` test
 images. Calibration time is the wall and process-CPU time of ``quantize`` plus the first
 forward (lazy range searches); the CPU time is robust to other jobs on the machine, so the
@@ -84,6 +85,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round": ("default", {}),
     "default+round-only": ("default", {}),
     "default+round-blocks": ("default", {}),
+    "default+round-only100": ("default", {}),
+    "default+round-only400": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -91,7 +94,10 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          # learned rounding unit by unit (AdaRound/BRECQ, with the unit's scales), then the scales network-wide
          "default+round": dict(rounding_steps=200, steps=300),
          "default+round-only": dict(rounding_steps=200, steps=0),  # the unit stage alone
-         "default+round-blocks": dict(rounding_steps=200, steps=0, rounding_units="blocks")}
+         "default+round-blocks": dict(rounding_steps=200, steps=0, rounding_units="blocks"),
+         # the unit stage with half / twice the steps per unit
+         "default+round-only100": dict(rounding_steps=100, steps=0),
+         "default+round-only400": dict(rounding_steps=400, steps=0)}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

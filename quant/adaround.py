@@ -33,9 +33,10 @@ outermost module around it that holds no block (``patch_embed``, ``layers.1.down
 ``head``, ``head_dist``). Such a module's output is what the next block or the loss sees, and it
 is not changed by the post-LayerNorm fold (which rescales a LayerNorm's output and the next
 linear's input columns, both inside the unit), so it can be matched to the float model's output
-of the same module exactly as a block's is. A unit whose hardened output error on the
-calibration inputs ends above its starting error is put back as it started, so the stage never
-makes a unit worse on the calibration data.
+of the same module exactly as a block's is (a head with fewer calibration images than input
+features is left alone: :func:`quant.reconstruct._too_few_images`). A unit whose hardened output
+error on the calibration inputs ends above its starting error is put back as it started, so the
+stage never makes a unit worse on the calibration data.
 """
 from __future__ import annotations
 

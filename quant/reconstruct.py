@@ -15,7 +15,9 @@ calibration images:
    quantized units produce matches the float model's output of that unit (BRECQ; for a head,
    its logits). One code path for every unit: a unit is any module called as ``unit(x)``. The
    weights are then hardened to integer codes on the same grid; a unit whose hardened output
-   error ends above its starting error is put back as it started.
+   error ends above its starting error is put back as it started. A head (one output vector
+   per image) with fewer calibration images than input features is not fitted: it would fit
+   the calibration logits rather than the function (:func:`_too_few_images`).
 2. ``steps > 0``: every step size and offset of the quantized model (LSQ/LSQ+ parameters,
    :func:`quant.make_quantizers_learnable`; the log softmax quantizer stays frozen) is fitted
    so that the model's output features and logits match the float model's. Weights (now on
@@ -53,13 +55,15 @@ class BlockFit:
     """What stage 1 did to one unit (``block``: its module name; a transformer block or, outside
     the blocks, e.g. ``patch_embed`` or ``head``): its hardened output error on the calibration
     inputs before and after fitting (mean squared error over the float output's variance), the
-    share of its weight codes that changed, and whether it was put back as it started."""
+    share of its weight codes that changed, whether it was put back as it started, and whether it
+    was left unfitted (``skipped``: :func:`_too_few_images`)."""
 
     block: str
     start_error: float
     end_error: float
     flipped: float
     reverted: bool
+    skipped: bool = False
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +155,21 @@ def _forward_order(net: nn.Module, names: list[str], x: torch.Tensor) -> list[st
     return sorted(names, key=lambda n: first.get(n, len(called)))
 
 
+def _too_few_images(inputs: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether a unit outputs one vector per image (no token or spatial axis: a classifier head)
+    and has fewer calibration images than its input features. Its input vectors then span only
+    part of its input space and its targets are just ``images x classes`` values, so the
+    rounding and scales fit those logits rather than the function. Measured on the DeiT with 32
+    images, W4A4 (draw 0): the head's logit error on the calibration images fell from 0.0148 to
+    0.0074 while on 1,000 test images it rose from 0.0164 to 0.0205 (head_dist: 0.0114 ->
+    0.0150; the Swin's head 0.0187 -> 0.0219). With 256 images both the heads' calibration and
+    test errors fall (DeiT 0.0121 -> 0.0120, Swin 0.0113 -> 0.0111), and units with a token
+    axis (patch embedding, patch merging) generalise at 32 images too (Swin's patch merging:
+    test error 0.0278 -> 0.0196). Such a head keeps its rounding (GPTQ's, whose Hessian is
+    damped)."""
+    return target.dim() == 2 and target.shape[0] < inputs.shape[-1]
+
+
 @torch.no_grad()
 def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> float:
     """Mean squared error of the block's output over the targets' variance, on all inputs."""
@@ -203,10 +222,11 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
               reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
               gen: torch.Generator) -> BlockFit:
     """Fit one unit (a block or any other module called as ``unit(x)``) and harden it."""
-    roundings = list(attach_rounding(unit).values())
-    if not roundings:  # a unit whose weights are all float: nothing to round
+    skipped = _too_few_images(inputs, target)
+    roundings = [] if skipped else list(attach_rounding(unit).values())
+    if not roundings:  # a unit whose weights are all float (nothing to round), or skipped
         err = _block_error(unit, inputs, target, batch_size)
-        return BlockFit(name, err, err, 0.0, False)
+        return BlockFit(name, err, err, 0.0, False, skipped)
     start_codes = [r.codes() for r in roundings]
     start_scales = [p.detach().clone() for g in scale_groups for p in g["params"]]
     start_error = _block_error(unit, inputs, target, batch_size)

@@ -12,7 +12,7 @@ from quant.adaround import LearnedRounding, attach_rounding, beta_schedule, find
 from quant.deploy.state import collect_state
 from quant.lsq import make_quantizers_learnable
 from quant.quantizers import WeightQuantizer
-from quant.reconstruct import _at_block, _block_error, _fit_unit, fit_rounding, reconstruct
+from quant.reconstruct import _at_block, _block_error, _fit_unit, _too_few_images, fit_rounding, reconstruct
 
 from quant_helpers import build_tiny
 
@@ -298,3 +298,38 @@ def test_a_units_batches_do_not_depend_on_the_units_fitted_before_it(calib_image
         runs.append(([f for f in report if f.block == "head_dist"][0], qmodel.head_dist.weight.detach().clone()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
     assert runs[0][0].flipped > 0, "the head_dist fit did something"
+
+
+@pytest.mark.parametrize("kind", ["deit", "swin"])
+def test_heads_with_fewer_images_than_features_keep_their_rounding(kind, calib_images):
+    """The tiny heads read 32 features: with 16 images they are skipped (left bit-identical to
+    GPTQ), with 32 fitted; units with a token axis are fitted either way."""
+    model, gptq = _quantized(kind, calib_images)
+    heads = {"deit": ["head", "head_dist"], "swin": ["head"]}[kind]
+    for n_images in (16, 32):
+        qmodel = copy.deepcopy(gptq)
+        report = fit_rounding(qmodel, model, calib_images[:n_images], make_quantizers_learnable(qmodel), steps=15,
+                              batch_size=8)
+        skipped = [f.block for f in report if f.skipped]
+        assert skipped == (heads if n_images == 16 else []), n_images
+        assert all(f.flipped == 0 and f.start_error == f.end_error for f in report if f.skipped)
+        assert any(f.flipped > 0 for f in report if f.block not in heads)
+        if n_images == 16:
+            with torch.no_grad():
+                for head in heads:
+                    assert torch.equal(_weighted(qmodel)[_head_site(kind, head)].quantized_weight(),
+                                       _weighted(gptq)[_head_site(kind, head)].quantized_weight())
+
+
+def _head_site(kind: str, head: str) -> str:
+    return "head.fc" if kind == "swin" else head
+
+
+@settings(max_examples=40, deadline=None)
+@given(images=st.integers(1, 64), width=st.integers(1, 64), tokens=st.integers(1, 5), classes=st.integers(1, 12))
+def test_only_per_image_outputs_with_fewer_images_than_features_are_too_few(images, width, tokens, classes):
+    per_image = _too_few_images(torch.zeros(images, width), torch.zeros(images, classes))
+    assert per_image == (images < width)
+    spatial = torch.zeros(images, tokens, tokens, width)  # a Swin head's input: pooled inside the unit
+    assert _too_few_images(spatial, torch.zeros(images, classes)) == (images < width)
+    assert not _too_few_images(torch.zeros(images, tokens, width), torch.zeros(images, tokens, width))
