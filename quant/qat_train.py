@@ -43,7 +43,7 @@ from torch import nn
 
 from . import dist
 from .api import quantize, resolve_plan
-from .data_utils import iter_batches
+from .data_utils import iter_batches, iter_images
 from .device import check_device, model_device
 from .digest import module_digest, tensor_digest
 from .discovery import find_quantizable_layers
@@ -53,6 +53,7 @@ from .progress import Progress
 from .qat_config import QATConfig
 from .qat_data import EpochStats, TrainSet
 from .qat_state import check_fingerprint, load_checkpoint, save_checkpoint
+from .settle import settle_constant_inputs
 
 __all__ = ["qat"]
 
@@ -130,7 +131,8 @@ def qat(
         verbose: progress (a bar on a terminal, periodic lines in a log) and a line per epoch.
 
     Returns:
-        The trained fake-quant model (eval mode, on ``device``) and one record per epoch:
+        The trained fake-quant model (eval mode, on ``device``; settled like ``quantize``'s,
+        :func:`quant.settle.settle_constant_inputs`) and one record per epoch:
         ``epoch``, ``steps``, ``loss``, ``ce``, ``kd`` (NaN when off), ``train_acc`` (of the
         averaged heads, on the labelled batches; NaN without labels), ``lr_end``, ``time_s``.
 
@@ -215,6 +217,8 @@ def qat(
             qmodel.set_distilled_training(False)
         if teach is not None:
             teach.train(teacher_was_training)
+    # training moved the scales and weights, hence the image-independent inputs (as quantize does)
+    settle_constant_inputs(qmodel, next(iter(iter_images(calib, None))).shape[1:])
     return qmodel.eval(), state["history"]
 
 

@@ -1,5 +1,6 @@
-"""`quant.reconstruct` ends settled: its fitted scales and weights leave no image-independent
-quantizer input near a rounding half (what `quantize` guarantees, kept after the fit)."""
+"""`quant.reconstruct` and `quant.qat` end settled: their fitted scales and weights leave no
+image-independent quantizer input near a rounding half (what `quantize` guarantees, kept after
+the fit)."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,3 +21,15 @@ def test_reconstruction_leaves_nothing_to_settle(kind, seed, bits, rounding):
     assert again.quantizers, "a ViT/DeiT has prefix-token constants in its first block"
     assert all(q.distance_before >= MARGIN for q in again.quantizers), [q for q in again.quantizers]
     assert not again.nudged
+
+
+@settings(max_examples=4, deadline=None)
+@given(kind=st.sampled_from(["vit", "deit"]), seed=st.integers(0, 50))
+def test_qat_leaves_nothing_to_settle(kind, seed):
+    from quant import QATConfig, qat
+
+    images = make_images(16, seed=seed + 1)
+    qmodel, _ = qat(build_tiny(kind, seed), "W3A3", images,
+                    config=QATConfig(epochs=2, batch_size=8, lr=1e-2, seed=seed), verbose=False)
+    again = settle_constant_inputs(qmodel, images.shape[1:])
+    assert again.quantizers and all(q.distance_before >= MARGIN for q in again.quantizers)
