@@ -28,9 +28,10 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    "for the shipped models, 300 recommended)")
     p.add_argument("--reconstruct-rounding", type=argtypes.positive_int, default=None, metavar="STEPS",
                    help="after calibration (and before --reconstruct's scale fitting), learn each weight's rounding "
-                   "up or down block by block (AdaRound/BRECQ, quant.reconstruct rounding_steps): STEPS Adam "
-                   "steps per transformer block against the float block's output, then hardened to integer codes on "
-                   "the same grid (~30-40 s of CPU at 200 steps for the shipped models, 200 recommended)")
+                   "up or down unit by unit (AdaRound/BRECQ, quant.reconstruct rounding_steps): STEPS Adam steps per "
+                   "transformer block, patch embedding, patch merging and head against the float unit's output, then "
+                   "hardened to integer codes on the same grid (~25-35 s of CPU at 200 steps for the shipped models, "
+                   f"{DEFAULT_ROUNDING_STEPS} recommended)")
 
 
 def ptq_config(args: argparse.Namespace) -> Any:
