@@ -163,9 +163,10 @@ def find_units(model: nn.Module, units: str = "all") -> list[str]:
 
     The transformer blocks (:func:`find_blocks`) and, with ``units="all"``, for every quantized
     weight outside them the outermost module containing it that contains no block (never the
-    model itself: in a model without blocks, each weight's top-level child). Outermost, so that layers that only make sense together (Swin's patch-merging
-    LayerNorm and linear, a patch embedding's convolution and norm) are fitted together on the
-    output that the rest of the network sees. The units are disjoint and every quantized weight
+    model itself: in a model without blocks, each weight's top-level child). Outermost, so that
+    layers that only make sense together (Swin's patch-merging LayerNorm and linear, a patch
+    embedding's convolution and norm) are fitted together on the output that the rest of the
+    network sees. The units are disjoint and every quantized weight
     lies in exactly one of them (with ``"all"``). Forward order may differ from registration
     order; :func:`quant.reconstruct.fit_rounding` sorts them by a forward pass.
     """
