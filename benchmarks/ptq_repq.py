@@ -151,15 +151,14 @@ def run(models: list[str], bits: list[int], settings: list[str], methods: list[s
                 for b in bits:
                     for method, k in ((m, k) for m in methods for k in range(fit_seeds if m in RECON else 1)):
                         cfg = method_config(method, edge_bits, seed)
+                        fit_seed = seed + 1000 * k
                         row = {"model": name, "setting": setting, "bits": b, "method": method, "calib_seed": seed,
-                               "fit_seed": seed + 1000 * k,
-                               "float_top1": float((ref.argmax(1) == test_y).float().mean()),
-                               **run_cell(model, b, calib, cfg, test_x, ref, test_y,
-                                          RECON.get(method), seed + 1000 * k)}
+                               "fit_seed": fit_seed, "float_top1": float((ref.argmax(1) == test_y).float().mean()),
+                               **run_cell(model, b, calib, cfg, test_x, ref, test_y, RECON.get(method), fit_seed)}
                         rows.append(row)
                         if partial is not None:
                             write_json({"complete": False, "rows": rows}, partial)
-                        print(f"{name:<12} {setting:<5} W{b}A{b} {method:<11} seed {seed} fit {seed + 1000 * k} top1 "
+                        print(f"{name:<12} {setting:<5} W{b}A{b} {method:<11} seed {seed} fit {fit_seed} top1 "
                               f"{100 * row['top1']:6.2f} calib {row['calib_s']:6.2f}s ({row['calib_cpu_s']:6.2f} cpu)",
                               flush=True)
     return {"data": data_src, "models": sources, "n_test": n_test, "calib_seeds": seeds, "fit_seeds": fit_seeds,

@@ -97,7 +97,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     from allocator import NonBindingLimitWarning, Plan
     from allocator.joint import solve_joint
     from profiling import joint_damage
-    from quant import PlanSwitcher, QuantConfig
+    from quant import PlanSwitcher
 
     files: list[Path] = []
     loaded = load_model(spec)
@@ -156,7 +156,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
             acc_rounded = None
             if rounding_steps:
                 with Timer() as tr:
-                    rounded = quantize_plan(loaded.model, plan, calib[0], QuantConfig(), rounding_steps=rounding_steps,
+                    rounded = quantize_plan(loaded.model, plan, calib[0], switcher.config, rounding_steps=rounding_steps,
                                             seed=seed)
                     acc_rounded = evaluate_top1(rounded, test, verbose=verbose, desc=f"{name} {method} {label} rounded")
                 del rounded

@@ -57,8 +57,7 @@ def joint_damage(switcher: Any, plans: Sequence[Any], images: torch.Tensor, refe
                 first = 0 if previous is None else next(
                     (j for j, (a, b) in enumerate(zip(keys[i], previous)) if a != b), len(keys[i]))
                 logits = kept.run(x, first - 1)  # key slot j holds unit j - 1 (slot 0: the prefix)
-                reference = reference_logits[start:start + batch_size].to(logits.device)
-                damage[i].append(per_sample_damage(metric, logits, reference, None).cpu())
+                damage[i].append(_batch_damage(metric, logits, reference_logits[start:start + batch_size]))
                 previous = keys[i]
     return [float(torch.cat(d).mean()) for d in damage]
 
@@ -66,13 +65,16 @@ def joint_damage(switcher: Any, plans: Sequence[Any], images: torch.Tensor, refe
 def _plan_damage(model: torch.nn.Module, images: torch.Tensor, reference_logits: torch.Tensor, metric: str,
                  batch_size: int) -> float:
     device = next(model.parameters()).device
-    damage = []
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start:start + batch_size].to(device))
-            reference = reference_logits[start:start + batch_size].to(logits.device)
-            damage.append(per_sample_damage(metric, logits, reference, None).cpu())
+        damage = [_batch_damage(metric, model(images[start:start + batch_size].to(device)),
+                                reference_logits[start:start + batch_size])
+                  for start in range(0, len(images), batch_size)]
     return float(torch.cat(damage).mean())
+
+
+def _batch_damage(metric: str, logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image damage of one batch, on the CPU."""
+    return per_sample_damage(metric, logits, reference.to(logits.device), None).cpu()
 
 
 def _unit_bits(bits: dict[str, tuple[int | None, int | None]], positions: list[int], units: int) -> tuple:

@@ -294,7 +294,7 @@ def settle_constant_inputs(qmodel: nn.Module, input_shape: Sequence[int], *, mar
     input_shape).settle(...)`` (one float probe pass to find them, then
     :meth:`ConstantInputs.settle`). ``input_shape`` is one image's shape (C, H, W). Call it
     after the bits are set (``quantize`` and ``PlanSwitcher.apply`` do), and again after
-    anything that changes weights or scales (``quant.reconstruct``)."""
+    anything that changes weights or scales (``quant.reconstruct`` and ``quant.qat`` do)."""
     return ConstantInputs(qmodel, input_shape).settle(margin=margin, step=step, max_steps=max_steps)
 
 
