@@ -26,6 +26,7 @@ from ._chain import Chain
 from ._data import CalibSet
 from ._anchored import UnitProbe, anchored_means
 from ._early_stop import EarlyStop, RunningMean, should_stop
+from ._settled import PairSettler
 from .metrics import per_sample_damage
 
 __all__ = ["Group", "group_layers", "group_cost", "baseline_logits", "sweep"]
@@ -66,15 +67,17 @@ def sweep(qmodel: nn.Module, sites: dict[str, Any], groups: list[Group], chain: 
           calib: CalibSet, labels: list[torch.Tensor] | None, base_logits: list[torch.Tensor],
           device: torch.device, settings: Callable[[str], list[tuple[str, int | None, int | None]]],
           metric: str, record: Callable[[str, dict[str, list[float]], dict[str, list[int]]], None],
-          progress: Progress, stop: EarlyStop | None = None, anchor_bits: int | None = None) -> None:
+          progress: Progress, stop: EarlyStop | None = None, anchor_bits: int | None = None,
+          settler: PairSettler | None = None) -> None:
     """Measure every pair of `groups`; call ``record(name, rows, used)`` when a layer is finished.
 
     ``settings(name)`` lists the layer's pairs as ``(table, w_bits, a_bits)`` (table "weight" or
     "act"); ``rows`` maps each table to the layer's mean damages in that order and ``used`` to
     the number of images each mean is over (all of them unless `stop` ended a pair early,
     `profiling._early_stop`). With `anchor_bits`, layers inside a unit run the whole suffix at
-    that bit-width only (`profiling._anchored`). Sites are restored to the bits they had on entry
-    after every pair.
+    that bit-width only (`profiling._anchored`). With `settler`, each pair's constant quantizer
+    inputs are settled as `quant.quantize` settles them (`profiling._settled`). Sites are restored
+    to the bits they had on entry after every pair.
     """
     for group in groups:
         plan = {name: settings(name) for name in group.names}
@@ -97,16 +100,19 @@ def sweep(qmodel: nn.Module, sites: dict[str, Any], groups: list[Group], chain: 
                     for j in running[name]:
                         table, w_bits, a_bits = pairs[j]
                         site.set_bits(w_bits, a_bits)
-                        if probe is not None and (w_bits if table == "weight" else a_bits) != anchor_bits:
-                            errors[name][j] += probe.error(probe.run())
-                            continue
-                        with probe.capture() if probe is not None else nullcontext([]) as unit_out:
-                            logits = chain.run_from(x, group.k, h) if chain is not None else qmodel(x)
+                        with settler.pair(site) if settler is not None else nullcontext():
+                            if probe is not None and (w_bits if table == "weight" else a_bits) != anchor_bits:
+                                errors[name][j] += probe.error(probe.run())
+                                continue
+                            with probe.capture() if probe is not None else nullcontext([]) as unit_out:
+                                logits = chain.run_from(x, group.k, h) if chain is not None else qmodel(x)
                         stats[name][j].add(per_sample_damage(metric, logits, base_logits[i], y))
                         if probe is not None:
                             errors[name][j] += probe.error(unit_out[0])
                 finally:
                     site.set_bits(*base)
+                    if settler is not None:
+                        settler.restore_site(site)
                 progress.update(len(pairs))
                 if stop is not None:
                     running[name] = _still_running(pairs, stats[name], running[name], stop)

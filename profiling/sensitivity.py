@@ -12,6 +12,9 @@ tensor entering unit ``k`` is computed once per batch (under the baseline) and e
 bits) pair re-runs only units ``k..`` and the head (`profiling._chain`). Layers before the first
 unit (patch embedding) re-run everything; layers after the last (heads) re-run only the head.
 
+Each pair is measured as `quant.quantize` would apply it: the quantizers whose inputs are the
+same for every image are settled off rounding halves (`quant.settle`, `profiling._settled`).
+
 Memory: one calibration batch (``batch_size`` images) and one unit input at a time
 (`profiling._sweep`), whatever the calibration set's size. Inputs go to the model's device.
 
@@ -43,6 +46,7 @@ from quant.progress import Progress
 from ._chain import Chain, find_chain
 from ._data import DEFAULT_BATCH_SIZE, as_calib_set
 from ._early_stop import EarlyStop
+from ._settled import PairSettler
 from ._shards import PartCheckpoints
 from ._sweep import baseline_logits, group_cost, group_layers, sweep
 from .checkpoint import SensitivityCheckpoint
@@ -151,6 +155,7 @@ def measure_sensitivity(
         "activation": bool(activation),
         "data_hash": calib.fingerprint(),
         "batch_size": batch_size,
+        "settled": True,  # pairs settled as quant.quantize settles (profiles before it differ)
         **({"early_stop": early_stop.to_dict()} if early_stop is not None else {}),
         **({"anchor_bits": anchor_bits} if anchor_bits is not None else {}),
         **(fingerprint_extra or {}),
@@ -183,6 +188,8 @@ def measure_sensitivity(
             s.set_bits(*base)
         with torch.no_grad():
             if todo:
+                settler = PairSettler(qmodel, calib.images[0].shape[1:], baseline_bits is None)
+                settler.baseline()
                 base_logits = baseline_logits(qmodel, calib, device)
                 if chain is not None and not _chain_reproduces(chain, calib.images[0].to(device), base_logits[0]):
                     warnings.warn(
@@ -206,7 +213,7 @@ def measure_sensitivity(
                 with Progress(n_pairs * len(calib.images), "sensitivity", "layer x bits x batch",
                               enabled=verbose) as progress:
                     sweep(qmodel, qsites, groups, chain, calib, labels, base_logits, device, settings, metric,
-                          record, progress, early_stop, anchor_bits)
+                          record, progress, early_stop, anchor_bits, settler)
         if parts is not None:
             parts.merge()
     finally:
