@@ -3,6 +3,7 @@
     python -m benchmarks.polish [--models fmnist_vit fmnist_swin fmnist_deit] [--budgets 2 3 4]
                                 [--preset default] [--max-evals 120] [--batch 12] [--threads 1]
                                 [--scores half full fresh fresh_joint oracle] [--tag NAME]
+                                [--oracle-start additive_optimum|joint_choice]
 
 For each shipped model and demo budget (size and BOPs of uniform WbAb, pins freed as in the
 demo): today's joint choice (`allocator.joint.solve_joint` with the demo's options, k=3 best +
@@ -24,15 +25,17 @@ scores named:
   the searched half of the TEST set (the 5,000 even-indexed images; computed as the joint KL to
   one-hot label logits, which equals it exactly, so the shared-prefix caching of
   `profiling.joint_damage` applies), polished from the additive optimum (the plan the gain is
-  measured against; the others start from the joint choice, ``fresh_joint`` from its own). Its
-  top-1 on the held-out half (the 5,000 odd-indexed test images) is the honest estimate of what
-  choosing a plan can gain; on the searched half it is the optimistic one. With ``oracle`` the
-  run also reads the plans already evaluated in benchmarks/results/ranking_<model>*.json (same
-  preset, per-image correctness stored) and reports the best of each budget's against the
-  additive optimum of the same files, chosen on all 10,000 test images and on the searched half
-  (``stored_plans``, no model runs; those files may predate a quantizer change, so their plans
-  are compared among themselves: ``optimum_reproduced`` says whether today's optimum has the
-  same bits and top-1).
+  measured against) or, with ``--oracle-start joint_choice``, from the joint choice (where the
+  other scores start; ``fresh_joint`` starts from its own). Its top-1 on the held-out half (the
+  5,000 odd-indexed test images) is the honest estimate of what choosing a plan can gain; on the
+  searched half it is the optimistic one. With ``oracle`` the run also reads the plans already
+  evaluated in benchmarks/results/ranking_<model>*.json (same preset, per-image correctness
+  stored) and reports the best of each budget's against the additive optimum of the same files,
+  chosen on all 10,000 test images and on the searched half (``stored_plans``, no model runs;
+  those files may predate a quantizer change, so their plans are compared among themselves:
+  ``optimum_reproduced`` says whether today's optimum has the same bits and the same per-image
+  correctness, ``optimum_images_changed`` on how many of the 10,000 images its correctness
+  differs when the bits are the same).
 
 Each plan (additive optimum, joint choice, polished) gets its top-1 on all 10,000 test images
 (exact McNemar against the additive optimum and against the joint choice), on each test half
@@ -53,6 +56,9 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
+
+from allocator import Plan  # noqa: E402
 from allocator.atomic import write_json  # noqa: E402
 from allocator.joint import solve_joint  # noqa: E402
 from allocator.polish import polish  # noqa: E402
@@ -120,18 +126,19 @@ def _move_row(mb: ModelBench, move, halves: dict, opt) -> dict:
             "mcnemar_vs_optimum": mcnemar_exact(correct, opt)}
 
 
-def stored_plans(model: str, preset: str, budget: str, n_test: int) -> dict | None:
+def stored_plans(model: str, preset: str, budget: str, optimum: Plan, correct: np.ndarray) -> dict | None:
     """The best of the ``budget`` plans evaluated in benchmarks/results/ranking_<model>*.json (of
     ``preset``) against the additive optimum ("k-best 1") of the same file, from the stored
     per-image test correctness: the best on all 10,000 test images (in-sample) and the best on
-    the searched (even) half with its top-1 on the held-out (odd) half. Files from a test set of
-    other than ``n_test`` images are skipped (the earliest record no size: theirs is the test set's).
-    None without such a file."""
+    the searched (even) half with its top-1 on the held-out (odd) half; whether the stored
+    optimum is today's ``optimum`` with today's per-image ``correct``. Files from a test set of
+    another size are skipped (the earliest record no size: theirs is the test set's). None without
+    such a file."""
     import json
 
     from .planbench import unpack_correct
 
-    rows = []
+    n_test, rows = len(correct), []
     for path in sorted(RESULTS_DIR.glob(f"ranking_{model}*.json")):
         data = json.loads(path.read_text())
         if data.get("preset", "v1") == preset and data.get("n_test", n_test) == n_test:
@@ -141,17 +148,21 @@ def stored_plans(model: str, preset: str, budget: str, n_test: int) -> dict | No
     if not optima:
         return None
     opt = optima[0]["hits"]
+    same_bits = [list(wa) for wa in plan_key(optimum)] == optima[0]["bits"]
+    changed = int((opt != correct).sum()) if same_bits else None
 
     def row(r: dict) -> dict:
         return {"file": r["file"], "sources": r["sources"], "top1": float(r["hits"].mean()), **_test_halves(r["hits"], opt),
                 "mcnemar_vs_optimum": mcnemar_exact(r["hits"], opt), "bits": r["bits"]}
 
-    return {"n_plans": len(rows), "files": sorted({r["file"] for r in rows}), "additive_optimum": row(optima[0]),
+    return {"n_plans": len(rows), "files": sorted({r["file"] for r in rows}), "optimum_reproduced": changed == 0,
+            "optimum_images_changed": changed, "additive_optimum": row(optima[0]),
             "best_all": row(max(rows, key=lambda r: r["hits"].mean())),
             "best_searched_half": row(max(rows, key=lambda r: r["hits"][0::2].mean()))}
 
 
-def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_evals: int, batch: int) -> dict:
+def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_evals: int, batch: int,
+               oracle_start: str = "additive_optimum") -> dict:
     profile = mb.profile
     uniform, budget, free = demo_budget(profile, b)
     cpu = time.process_time()
@@ -162,7 +173,7 @@ def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_eval
     out: dict = {"joint": {"source": choice.source, "n_candidates": len(choice.candidates), "cpu_time_s": joint_cpu,
                            "score": choice.scores[choice.chosen]}, "polish": {}}
     for name in scores:
-        origin = "additive_optimum" if name == "oracle" else "joint_choice"  # fresh_joint: its own choice
+        origin = oracle_start if name == "oracle" else "joint_choice"  # fresh_joint: its own choice
         if name == "full":  # not mb.joint_kl: its disk cache would be timed too
             score = lambda ps: _kl_on(mb, ps, (mb.calib, mb.calib_logits))  # noqa: E731
             start = choice.scores[choice.chosen]
@@ -180,7 +191,8 @@ def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_eval
                         batch=batch, start_score=start)
         cpu = time.process_time() - cpu  # fresh_joint: candidates, their scores and the polish
         plans[f"polished_{name}"] = res.plan
-        out["polish"][name] = {"start": "fresh_choice" if name == "fresh_joint" else origin, "cpu_time_s": cpu, "wall_s": res.time_s, "stopped": res.stopped,
+        out["polish"][name] = {"start": "fresh_choice" if name == "fresh_joint" else origin, "cpu_time_s": cpu,
+                               "wall_s": res.time_s, "stopped": res.stopped,
                                "evaluations": res.evaluations, "calls": res.calls, "neighbours": res.neighbours,
                                "checked": res.checked, "start_score": res.start_score, "score": res.score,
                                "moves": [_move_row(mb, m, halves, opt) for m in res.moves]}
@@ -201,10 +213,10 @@ def run_budget(mb: ModelBench, b: int, halves: dict, scores: list[str], max_eval
     print(f"[{mb.name}] W{b}A{b}: {line}", flush=True)
     if "oracle" in scores:
         _print_halves(mb.name, b, rows)
-        stored = stored_plans(mb.name, mb.preset, f"W{b}A{b}", len(mb.test_y))
+        stored = stored_plans(mb.name, mb.preset, f"W{b}A{b}", plans["additive_optimum"], opt)
         if stored is not None:
-            stored["optimum_reproduced"] = (stored["additive_optimum"]["bits"] == rows["additive_optimum"]["bits"]
-                                            and stored["additive_optimum"]["top1"] == rows["additive_optimum"]["top1"])
+            print(f"[{mb.name}] W{b}A{b} {stored['n_plans']} stored plans ({', '.join(stored['files'])}); optimum "
+                  f"reproduced: {stored['optimum_reproduced']} (images changed: {stored['optimum_images_changed']})")
             _print_halves(mb.name, b, {f"stored {k} ({', '.join(stored[k]['sources'])})": stored[k]
                                        for k in ("additive_optimum", "best_all", "best_searched_half")})
         out["stored_plans"] = stored
@@ -227,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-evals", type=int, default=120, help="most plans the polish step scores")
     parser.add_argument("--batch", type=int, default=12, help="plans per call of the score")
     parser.add_argument("--scores", nargs="+", choices=SCORES, default=["half", "full"])
+    parser.add_argument("--oracle-start", choices=("additive_optimum", "joint_choice"), default="additive_optimum",
+                        help="the plan the oracle score polishes from")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
@@ -238,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                "machine": {"platform": platform.platform(), "threads": args.threads}}
         halves = _halves(mb)
         for b in sorted(args.budgets):
-            res["budgets"][f"W{b}A{b}"] = run_budget(mb, b, halves, args.scores, args.max_evals, args.batch)
+            res["budgets"][f"W{b}A{b}"] = run_budget(mb, b, halves, args.scores, args.max_evals, args.batch,
+                                                     args.oracle_start)
             write_json(RESULTS_DIR / f"polish_{m}{suffix(args.preset, args.tag)}.json", res)
 
 
