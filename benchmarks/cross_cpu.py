@@ -2,6 +2,7 @@
 
     nice -n 10 python -m benchmarks.cross_cpu [--models fmnist_vit fmnist_deit fmnist_swin]
         [--settings native avx2 sse4.2] [--bits 3 4] [--mixed] [--n-test 10000] [--tag T]
+    python -m benchmarks.cross_cpu --table-from benchmarks/results/cross_cpu_*.json   (the table of finished runs)
 
 Another CPU is emulated on this one by restricting torch's kernels with the environment
 variables of ``benchmarks.export.OTHER_CPUS`` (``avx2``, ``sse4.2``; ``native``: none). They are
@@ -34,6 +35,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -199,7 +201,7 @@ def _table(rows: list[dict]) -> str:
     head = ("model", "plan", "setting", "evaluate-only: top-1 / images differing",
             "re-quantize: top-1 / images differing",
             "images differing on native kernels: its codes / act. scales / act. zero points alone / its whole model",
-            "weight codes differing (layers)", "act. scales differing (max rel.)", "act. zero points differing",
+            "weight codes differing (layers)", "act. scales differing (max rel.)", "act. zero points differing (steps)",
             "other float tensors differing (max rel.)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -211,7 +213,8 @@ def _table(rows: list[dict]) -> str:
             " / ".join(f"{r[k + '_images_differing']:,}" if k + "_images_differing" in r else "-" for k in _SWAPS),
             f"{r['weight_codes_differing']:,} of {r['weight_codes']:,}" + (f" ({layers})" if layers else ""),
             f"{len(r['act_scales_differing'])} of {r['act_quantizers']} ({_largest(r['act_scales_differing'], 'max_rel')})",
-            f"{len(r['act_zero_points_differing'])} (max {_largest(r['act_zero_points_differing'], 'max_abs')} steps)",
+            ", ".join(f"{n} ({d['max_abs']:g})" for n, d in r["act_zero_points_differing"].items())
+            or "0",
             f"{len(r['floats_differing'])} ({_largest(r['floats_differing'], 'max_rel')})"]) + " |")
     return "\n".join(lines)
 
@@ -224,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed", action="store_true", help="also the mixed plan under each uniform plan's size and BOPs")
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--tag", default="", help="results go to cross_cpu_<tag>.json")
+    p.add_argument("--table-from", type=Path, nargs="+", help="print the table of finished runs' JSON files and exit")
     p.add_argument("--worker", choices=list(SETTINGS), help=argparse.SUPPRESS)  # a setting's subprocess,
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)                 # writing to this folder
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.worker:
         return _worker(args.models[0], args.worker, args.bits, args.mixed, args.n_test, args.work)
+    if args.table_from:
+        print(_table([r for path in args.table_from for r in json.loads(path.read_text())["rows"]]))
+        return 0
     t0 = time.perf_counter()
     rows = []
     for model in args.models:
