@@ -36,6 +36,7 @@ after setting bits (both with the same probes, so switching plans still equals q
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from .device import model_device
 from .quantizers import LogQuantizer, UniformQuantizer
 from .ranges import LOG_MAX_EXPONENT
 
-__all__ = ["settle_constant_inputs", "ConstantInputs", "SettleReport", "SettledQuantizer", "recording_input_shape",
+__all__ = ["settle_constant_inputs", "ConstantInputs", "SettleReport", "SettledQuantizer", "UnsettledWarning", "recording_input_shape",
            "code_coordinates", "MARGIN", "STEP", "MAX_STEPS", "PROBES"]
 
 #: Required distance (in quantization steps) of a constant from a rounding half. Kernel-to-kernel
@@ -287,6 +288,15 @@ class ConstantInputs:
         return report
 
 
+class UnsettledWarning(UserWarning):
+    """Some quantizer's image-independent inputs stay within the margin of a rounding half after
+    settling (``report.unsettled``): the model may predict differently on another CPU."""
+
+    def __init__(self, message: str, report: SettleReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def settle_constant_inputs(qmodel: nn.Module, input_shape: Sequence[int], *, margin: float = MARGIN,
                            step: float = STEP, max_steps: int = MAX_STEPS) -> SettleReport:
     """Keep the image-independent inputs of ``qmodel``'s activation quantizers at least ``margin``
@@ -294,8 +304,17 @@ def settle_constant_inputs(qmodel: nn.Module, input_shape: Sequence[int], *, mar
     input_shape).settle(...)`` (one float probe pass to find them, then
     :meth:`ConstantInputs.settle`). ``input_shape`` is one image's shape (C, H, W). Call it
     after the bits are set (``quantize`` and ``PlanSwitcher.apply`` do), and again after
-    anything that changes weights or scales (``quant.reconstruct`` and ``quant.qat`` do)."""
-    return ConstantInputs(qmodel, input_shape).settle(margin=margin, step=step, max_steps=max_steps)
+    anything that changes weights or scales (``quant.reconstruct`` and ``quant.qat`` do).
+    Warns (:class:`UnsettledWarning`, carrying the report) when no nudge within ``max_steps``
+    cleared some quantizer; calling it again continues from the nudged scales."""
+    report = ConstantInputs(qmodel, input_shape).settle(margin=margin, step=step, max_steps=max_steps)
+    if report.unsettled:
+        listed = ", ".join(f"{q.name} ({q.distance:.2g} steps)" for q in report.unsettled)
+        warnings.warn(UnsettledWarning(
+            f"settle_constant_inputs: no scale within {max_steps * step:.2%} keeps the image-independent inputs of "
+            f"{listed} {margin} steps from a rounding half; the model may predict differently on another CPU. "
+            "Calling settle_constant_inputs again nudges further.", report), stacklevel=2)
+    return report
 
 
 @contextmanager
