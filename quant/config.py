@@ -10,13 +10,15 @@ from typing import Any, Literal
 
 from allocator.bits import bits_defect
 
-__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "POST_LN_RANGES", "PRESETS"]
+__all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "POST_LN_RANGES", "CALIB_DTYPES",
+           "PRESETS"]
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "search")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 POST_LN_MODES = ("clipped", "channel", "tensor")
 POST_LN_RANGES = ("fixed", "channel_search", "search")
 SOFTMAX_QUANTIZERS = ("log", "log2", "logsqrt2", "uniform")
+CALIB_DTYPES = ("float64", "model")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ class QuantConfig:
         layers (classifier heads); ``None`` applies the string to them as well.
     seed:
         Seed of the subsampling, making calibration deterministic.
+    calib_dtype:
+        What the calibration passes compute in. ``"float64"`` (default): the model and images
+        are cast to float64 for the passes and back afterwards (the model is unchanged), so
+        statistics, Hessians and hence ranges and GPTQ codes are the same on every CPU
+        (:mod:`quant.precision`); about twice a float32 pass on a CPU, slow on GPUs without
+        fast float64. ``"model"``: the model's own dtype (float32, or a half-precision model).
     """
 
     post_ln: Literal["clipped", "channel", "tensor"] = "channel"
@@ -114,6 +122,7 @@ class QuantConfig:
     sequential: bool = False
     edge_bits: int | None = 8
     seed: int = 0
+    calib_dtype: Literal["float64", "model"] = "float64"
 
     def __post_init__(self) -> None:
         def choice(field: str, value: Any, options: tuple[str, ...]) -> None:
@@ -126,6 +135,7 @@ class QuantConfig:
         choice("softmax", self.softmax, SOFTMAX_QUANTIZERS)
         choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
         choice("post_ln_range", self.post_ln_range, POST_LN_RANGES)
+        choice("calib_dtype", self.calib_dtype, CALIB_DTYPES)
         if not 0.0 <= self.gptq_damp <= 1.0:
             raise ValueError(f"QuantConfig.gptq_damp={self.gptq_damp}; expected 0 <= damp <= 1")
         if not 0.0 < self.clip_percentile <= 100.0:

@@ -20,6 +20,7 @@ from .data_utils import iter_images
 from .discovery import find_post_ln_groups, find_quantizable_layers
 from .fold import ChannelTransform, channel_transform, fold_layernorm
 from .passes import recording_hessians, sequential_pass
+from .precision import calibration_dtype, computing_in
 from .modules import (
     QuantAttention,
     QuantConv2d,
@@ -161,6 +162,8 @@ def _fold_post_ln(qmodel: nn.Module, config: QuantConfig, a_bits: dict[str, int 
 def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: int = 64) -> nn.Module:
     """Run ``calib_data`` once through ``qmodel`` in float and record activation statistics.
 
+    The passes compute in ``config.calib_dtype`` (float64 by default, so the result does not
+    depend on the CPU's kernels; see :mod:`quant.precision`); the model keeps its dtype.
     Statistics are bit-independent (min/max, per-channel min/max, a seeded value subsample),
     so afterwards ``set_bits`` gives a calibrated quantizer at any bit-width without new data.
     With ``post_ln`` "clipped"/"channel" the per-channel ranges of LayerNorm outputs are then
@@ -187,11 +190,11 @@ def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: 
         aq.fixed_range = None
         aq.invalidate()
     qmodel.eval()
-    n_images = 0
+    n_images, dtype = 0, calibration_dtype(config.calib_dtype)
     try:
-        with torch.no_grad(), recording_hessians(qmodel, gptq) as hessians:
+        with torch.no_grad(), computing_in(qmodel, dtype), recording_hessians(qmodel, gptq) as hessians:
             for batch in tqdm(iter_images(calib_data, batch_size), desc="calibrate", disable=None if verbose else True, leave=False):
-                qmodel(batch.to(device))
+                qmodel(batch.to(device, dtype or batch.dtype))
                 n_images += batch.shape[0]
     finally:
         for aq in act_quants:
@@ -208,6 +211,7 @@ def calibrate(qmodel: nn.Module, calib_data, verbose: bool = False, batch_size: 
     for name, (w, a) in saved.items():
         sites[name].set_bits(w, a)
     if config.sequential and any(bits != (None, None) for bits in saved.values()):
-        images = torch.cat([b.to(device) for b in iter_images(calib_data, None)])
-        sequential_pass(qmodel, images, device, gptq)
+        images = torch.cat([b.to(device, dtype or b.dtype) for b in iter_images(calib_data, None)])
+        with computing_in(qmodel, dtype):
+            sequential_pass(qmodel, images, device, gptq)
     return qmodel

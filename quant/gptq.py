@@ -52,14 +52,18 @@ class HessianAccumulator:
 
     def add(self, rows: torch.Tensor) -> None:
         """Add ``rows`` (n x in). The product is taken of the rows centred on their own mean
-        (float32 GEMM, the fast path) and the mean's part added back in float64: a LayerNorm
-        fold later subtracts ``mid mid^T``-sized terms, and a raw float32 ``X^T X`` of channels
-        far from zero with narrow ranges would lose the whole folded moment to cancellation."""
-        rows = rows.detach().float()
+        (a float32 GEMM, the fast path, unless the rows are float64: a float64 calibration pass,
+        :mod:`quant.precision`) and the mean's part added back in float64: a LayerNorm fold
+        later subtracts ``mid mid^T``-sized terms, and a raw float32 ``X^T X`` of channels far
+        from zero with narrow ranges would lose the whole folded moment to cancellation."""
+        if rows.shape[0] == 0:
+            return  # nothing to add (its mean would be NaN)
+        rows = rows.detach()
+        rows = rows if rows.dtype == torch.float64 else rows.float()
         mean = rows.double().mean(dim=0)
-        centred = rows - mean.float()
+        centred = rows - mean.to(rows.dtype)
         c_sum = centred.sum(dim=0).double()
-        mean_f = mean.float().double()  # what was subtracted, exactly
+        mean_f = mean.to(rows.dtype).double()  # what was subtracted, exactly
         xtx = ((centred.T @ centred).double() + mean_f[:, None] * c_sum[None, :] + c_sum[:, None] * mean_f[None, :]
                + rows.shape[0] * mean_f[:, None] * mean_f[None, :])
         total = c_sum + rows.shape[0] * mean_f

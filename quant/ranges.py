@@ -100,10 +100,12 @@ def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric:
 def _quantile_rows(rows: torch.Tensor, qs: list[float]) -> torch.Tensor:
     """Per-row quantiles ``(len(qs), C)``, each row sorted once for all ``qs`` (bit-identical to
     one ``torch.quantile`` call per q, several times faster); also works past
-    ``torch.quantile``'s input-size limit."""
+    ``torch.quantile``'s input-size limit. Interpolated in float64 and rounded to the rows' dtype:
+    a float32 interpolation differs in the last bit between CPU kernels (with and without FMA)."""
     n = rows.shape[1]
     if rows.numel() <= 8_000_000:
-        return torch.quantile(rows, torch.tensor(qs, dtype=rows.dtype, device=rows.device), dim=1)
+        wide = rows.double()
+        return torch.quantile(wide, torch.tensor(qs, dtype=wide.dtype, device=rows.device), dim=1).to(rows.dtype)
     ks = [min(max(int(round(q * (n - 1))) + 1, 1), n) for q in qs]
     return torch.stack([rows.kthvalue(k, dim=1).values for k in ks])
 
@@ -114,11 +116,13 @@ SEARCH_PERCENTILES = (99.9, 99.99, 99.999)
 
 def _lowest_error(rows: torch.Tensor, candidates, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the candidate range ``(lo, hi)`` with the smallest squared quantization error
-    of the row's values (the first one on ties)."""
+    of the row's values (the first one on ties). The errors are summed in float64: a float32 sum
+    depends on the CPU's kernels (the order they add in), and near-equal candidates would then be
+    chosen differently on another CPU."""
     best_err = best_lo = best_hi = None
     for lo, hi in candidates:
         scale, zp, qmin, qmax = qparams_from_range(lo, hi, bits, symmetric)
-        err = (fake_quantize(rows, scale[:, None], zp[:, None], qmin, qmax) - rows).pow(2).sum(dim=1)
+        err = (fake_quantize(rows, scale[:, None], zp[:, None], qmin, qmax) - rows).double().pow(2).sum(dim=1)
         if best_err is None:
             best_err, best_lo, best_hi = err, lo.clone(), hi.clone()
             continue
