@@ -1,7 +1,7 @@
 """How the shipped models' quantized predictions move on another x86 CPU, and why.
 
     nice -n 10 python -m benchmarks.cross_cpu [--models fmnist_vit fmnist_deit fmnist_swin]
-        [--settings native avx2 sse4.2] [--bits 3 4] [--mixed] [--n-test 10000] [--tag T]
+        [--settings native avx2 sse4.2] [--bits 3 4] [--mixed] [--rounding STEPS] [--n-test 10000] [--tag T]
     python -m benchmarks.cross_cpu --table-from benchmarks/results/cross_cpu_*.json   (the table of finished runs)
 
 Another CPU is emulated on this one by restricting torch's kernels with the environment
@@ -14,7 +14,10 @@ benchmark). For each model and plan (uniform WbAb on the cached default profile
 * evaluate-only: the model quantized natively is exported (``quant.export``, packed) and every
   setting loads that same file and predicts the test images -- only inference kernels differ;
 * re-quantize: every setting quantizes anew (``quant.quantize``, default ``QuantConfig``, 256
-  calibration images) and predicts -- calibration runs on the other kernels too.
+  calibration images) and predicts -- calibration runs on the other kernels too. With
+  ``--rounding STEPS`` each plan is then given learned rounding as the demo's "top-1 + rounding"
+  column is (``mixqvit.ptq.quantize_plan(..., rounding_steps=STEPS)``, seed 0), and both modes
+  use the rounded model.
 
 Reading the table: one row per model, plan and setting. "top-1" and "images differing" are per
 mode; images are counted against the natively quantized fake-quant model, so the native
@@ -85,14 +88,15 @@ def _state(qmodel: torch.nn.Module) -> dict:
             "act_zero_points": zero_points, "floats": floats}
 
 
-def _worker(model: str, setting: str, bits: list[int], mixed: bool, n_test: int, work: Path) -> int:
+def _worker(model: str, setting: str, bits: list[int], mixed: bool, rounding: int, n_test: int, work: Path) -> int:
     """One setting's subprocess: predictions of both modes and the re-quantized state, to ``work``."""
     from tqdm import tqdm
 
     from mixqvit.commands.export import architecture_of
     from mixqvit.datasets import load_calibration, load_test
     from mixqvit.loading import load_model
-    from quant import export, load_packed, quantize
+    from mixqvit.ptq import quantize_plan
+    from quant import QuantConfig, export, load_packed
 
     loaded = load_model(model)
     calib = load_calibration(loaded, None, CALIB)[0]
@@ -101,7 +105,7 @@ def _worker(model: str, setting: str, bits: list[int], mixed: bool, n_test: int,
     out = {"capability": torch.backends.cpu.get_cpu_capability(), "plans": {}}
     for label, plan in tqdm(_plans(model, bits, mixed), desc=f"{model} {setting}"):
         t0 = time.perf_counter()
-        qmodel = quantize(loaded.model, plan, calib)
+        qmodel = quantize_plan(loaded.model, plan, calib, QuantConfig(), rounding_steps=rounding, seed=0)
         quantize_s = time.perf_counter() - t0
         export(qmodel, work / f"{model} {label} {setting}.safetensors", format="packed", plan=plan, arch=arch,
                model_kwargs=kwargs)
@@ -145,7 +149,8 @@ def _with(packed: Path, state: dict, part: str) -> torch.nn.Module:
     return model
 
 
-def run_model(model: str, settings: list[str], bits: list[int], mixed: bool, n_test: int, work: Path) -> list[dict]:
+def run_model(model: str, settings: list[str], bits: list[int], mixed: bool, rounding: int, n_test: int,
+              work: Path) -> list[dict]:
     """Run each setting's subprocess (native first: it writes the files the others evaluate) and
     compare each with native. Here, on native kernels, the native model is also evaluated with each
     setting's weight codes, or its activation quantizer parameters, swapped in, and each setting's
@@ -159,7 +164,8 @@ def run_model(model: str, settings: list[str], bits: list[int], mixed: bool, n_t
         env = {**os.environ, **SETTINGS[setting], "OMP_NUM_THREADS": "1"}
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "benchmarks.cross_cpu", "--worker", setting, "--models", model,
-                        "--bits", *map(str, bits), "--n-test", str(n_test), "--work", str(work)]
+                        "--bits", *map(str, bits), "--rounding", str(rounding), "--n-test", str(n_test),
+                        "--work", str(work)]
                        + ["--mixed"] * mixed, env=env, check=True, cwd=Path(__file__).resolve().parents[1])
         runs[setting] = torch.load(work / f"{model} {setting}.pt")
         print(f"[{model}] {setting} ({runs[setting]['capability']}): {time.perf_counter() - t0:.0f} s", flush=True)
@@ -186,7 +192,8 @@ def run_model(model: str, settings: list[str], bits: list[int], mixed: bool, n_t
                 "weight_codes": sum(c.numel() for c in native["state"]["codes"].values()),
                 "act_quantizers": len(native["state"]["act_scales"]),
                 **{f"{key}_differing": d for key, d in diff.items()},
-                "quantize_s": mine["quantize_s"], "eval_s": mine["eval_s"], "n_test": len(test.labels)})
+                "quantize_s": mine["quantize_s"], "eval_s": mine["eval_s"], "n_test": len(test.labels),
+                "rounding_steps": rounding})
     return rows
 
 
@@ -207,7 +214,7 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         layers = ", ".join(f"{n.removesuffix('.weight')} {d['n']:,}" for n, d in r["codes_differing"].items())
         lines.append("| " + " | ".join([
-            _SHORT.get(r["model"], r["model"]), r["plan"], r["setting"],
+            _SHORT.get(r["model"], r["model"]), r["plan"] + (" + rounding" if r.get("rounding_steps") else ""), r["setting"],
             f"{r['evaluate_only_top1']:.2f} / {r['evaluate_only_images_differing']:,}",
             f"{r['requantize_top1']:.2f} / {r['requantize_images_differing']:,}",
             " / ".join(f"{r[k + '_images_differing']:,}" if k + "_images_differing" in r else "-" for k in _SWAPS),
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--bits", nargs="+", type=int, default=[3, 4], help="uniform WbAb plans (default 3 4)")
     p.add_argument("--mixed", action="store_true", help="also the mixed plan under each uniform plan's size and BOPs")
+    p.add_argument("--rounding", type=int, default=0, metavar="STEPS",
+                   help="learned rounding with STEPS Adam steps per unit after quantizing, as the demo's rounded rows")
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--tag", default="", help="results go to cross_cpu_<tag>.json")
     p.add_argument("--table-from", type=Path, nargs="+", help="print the table of finished runs' JSON files and exit")
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.worker:
-        return _worker(args.models[0], args.worker, args.bits, args.mixed, args.n_test, args.work)
+        return _worker(args.models[0], args.worker, args.bits, args.mixed, args.rounding, args.n_test, args.work)
     if args.table_from:
         print(_table([r for path in args.table_from for r in json.loads(path.read_text())["rows"]]))
         return 0
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         with tempfile.TemporaryDirectory() as work:
-            rows += run_model(model, args.settings, args.bits, args.mixed, args.n_test, Path(work))
+            rows += run_model(model, args.settings, args.bits, args.mixed, args.rounding, args.n_test, Path(work))
     print(_table(rows))
     from allocator.atomic import write_json
     from quant import QuantConfig
