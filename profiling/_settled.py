@@ -10,6 +10,8 @@ sweep runs the same pass for each pair: after a site takes the pair's bits, befo
 With a float baseline only the measured site's quantizers are on, so a pair needs the pass only
 when one of that site's activation quantizers has constant inputs. With ``baseline_bits`` every
 site is on: the baseline itself is settled once, and each pair is settled from it and put back.
+A pair settles to the same scales on every calibration batch (the pass sees the model, never the
+batch), so it is settled on the first and its scales are installed again on the others.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class PairSettler:
         self.baseline_float = baseline_float
         #: the settled baseline's scales of the quantizers with constant inputs (quantized baseline)
         self.base_scales: dict[ActQuantizer, torch.Tensor] = {}
+        #: (site, w_bits, a_bits) -> the settled scales of every quantized quantizer with constant inputs
+        self.pair_scales: dict[tuple[nn.Module, int | None, int | None], dict[ActQuantizer, torch.Tensor]] = {}
 
     def baseline(self) -> None:
         """Settle the baseline (every site at ``baseline_bits``); nothing is on with a float one."""
@@ -56,9 +60,15 @@ class PairSettler:
             yield
             return
         own = {m for m in site.modules() if isinstance(m, ActQuantizer)}
-        for q in self.base_scales:
-            q.set_bits(q.bits)  # re-installs the parameters from the statistics: the nudge is dropped
-        self.constants.settle()
+        key = (site, site.w_bits, site.a_bits)
+        if key in self.pair_scales:
+            self._install(self.pair_scales[key])
+        else:
+            for q in self.base_scales:
+                q.set_bits(q.bits)  # re-installs the parameters from the statistics: the nudge is dropped
+            self.constants.settle()
+            self.pair_scales[key] = {q: q.quantizer.scale.detach().clone() for q in self.constants.positions
+                                     if q.bits is not None}
         try:
             yield
         finally:
@@ -70,6 +80,10 @@ class PairSettler:
         self._restore([m for m in site.modules() if m in self.base_scales])
 
     def _restore(self, quantizers: list[ActQuantizer]) -> None:
-        for q in quantizers:
+        self._install({q: self.base_scales[q] for q in quantizers})
+
+    @staticmethod
+    def _install(scales: dict[ActQuantizer, torch.Tensor]) -> None:
+        for q, scale in scales.items():
             q.materialize()  # installed now, so the next forward does not overwrite the copy
-            q.quantizer.scale.copy_(self.base_scales[q])
+            q.quantizer.scale.copy_(scale)

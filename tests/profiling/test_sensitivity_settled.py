@@ -47,7 +47,8 @@ def _sweep_and_plans(family: str, seed: int, baseline: int | None):
     model, x = _model_and_images(family, seed)
     switcher = PlanSwitcher(model, x)
     names = [s.name for s in find_quantizable_layers(model)]
-    result = measure_sensitivity(switcher.qmodel, x, bits=BITS, baseline_bits=baseline, verbose=False)
+    # three batches of two: the pairs settle on the first and reuse their scales on the others
+    result = measure_sensitivity(switcher.qmodel, x, bits=BITS, baseline_bits=baseline, verbose=False, batch_size=2)
     baseline_plan = SimpleNamespace(w_bits={n: baseline for n in names}, a_bits={n: baseline for n in names})
     with torch.no_grad():
         reference = switcher.apply(baseline_plan)(x)
