@@ -18,7 +18,7 @@ from quant_helpers import build_tiny, make_images
 
 def _sq_err(row: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> float:
     s, z, qmin, qmax = qparams_from_range(lo, hi, bits, symmetric)
-    return float((fake_quantize(row, s, z, qmin, qmax) - row).pow(2).sum())
+    return float((fake_quantize(row, s, z, qmin, qmax) - row).double().pow(2).sum())
 
 
 @settings(max_examples=25, deadline=None)
@@ -32,8 +32,9 @@ def test_percentile_search_returns_its_l2_minimiser(seed, bits, symmetric, heavy
     for c in range(rows.shape[0]):
         chosen = _sq_err(rows[c], lo[c], hi[c], bits, symmetric)
         errs = []
-        for p in SEARCH_PERCENTILES:
-            qlo, qhi = torch.quantile(rows[c], 1 - p / 100), torch.quantile(rows[c], p / 100)
+        for p in SEARCH_PERCENTILES:  # the candidates: quantiles interpolated in float64, rounded to float32
+            wide = rows[c].double()
+            qlo, qhi = torch.quantile(wide, 1 - p / 100).float(), torch.quantile(wide, p / 100).float()
             errs.append(_sq_err(rows[c], qlo, qhi, bits, symmetric))
         assert chosen <= min(errs) * (1 + 1e-6) + 1e-9
         assert any(abs(chosen - e) <= 1e-6 * max(e, 1e-9) for e in errs)  # it is one of the candidates
