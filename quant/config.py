@@ -97,12 +97,11 @@ class QuantConfig:
     seed:
         Seed of the subsampling, making calibration deterministic.
     calib_dtype:
-        What the calibration passes and :func:`quant.reconstruct`'s fit compute in.
-        ``"float64"`` (default): the model (and the float teacher) and images are cast to float64
-        for them and back afterwards (the model is unchanged), so statistics, Hessians, ranges,
-        GPTQ codes and learned roundings are the same on every CPU (:mod:`quant.precision`);
-        about twice float32's time on a CPU, slow on GPUs without fast float64. ``"model"``: the
-        model's own dtype (float32, or a half-precision model).
+        What the calibration passes compute in. ``"float64"`` (default): the model and images
+        are cast to float64 for the passes and back afterwards (the model is unchanged), so
+        statistics, Hessians and hence ranges and GPTQ codes are the same on every CPU
+        (:mod:`quant.precision`); about twice a float32 pass on a CPU, slow on GPUs without
+        fast float64. ``"model"``: the model's own dtype (float32, or a half-precision model).
     """
 
     post_ln: Literal["clipped", "channel", "tensor"] = "channel"

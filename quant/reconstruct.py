@@ -44,11 +44,7 @@ from tqdm.auto import tqdm
 from .act_quantizers import ActQuantizer
 from .adaround import UNITS, attach_rounding, beta_schedule, find_units
 from .data_utils import iter_images
-from .config import QuantConfig
-from .modules import QuantConv2d, QuantLinear
-from .quantizers import _broadcast
 from .lsq import LearnedQuantizers, make_quantizers_learnable, param_groups
-from .precision import calibration_dtype, computing_in
 from .settle import settle_constant_inputs
 
 __all__ = ["reconstruct", "fit_rounding", "BlockFit"]
@@ -284,9 +280,7 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     (QDrop, Wei et al., ICLR 2022) each activation quantizer's output element stays float
     with that probability during stage 2. Ends with :func:`quant.settle.settle_constant_inputs`
     (as ``quantize`` does): the fitted scales and weights move the image-independent inputs.
-    Deterministic for a given ``seed``; both models compute in ``qmodel.quant_config.calib_dtype``
-    while fitting (float64 by default, so the result does not depend on the CPU's kernels) and
-    keep their dtype.
+    Deterministic for a given ``seed``.
     """
     if steps < 0 or rounding_steps < 0 or steps + rounding_steps == 0:
         raise ValueError(f"reconstruct: steps={steps}, rounding_steps={rounding_steps}; expected both >= 0 and at "
@@ -301,41 +295,20 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
                          "quantized weight; 'blocks': only those inside transformer blocks)")
     images = torch.cat([b for b in iter_images(calib_data, None)])
     device = next(qmodel.parameters()).device
-    dtype = calibration_dtype(getattr(qmodel, "quant_config", QuantConfig()).calib_dtype)
-    images = images.to(device, dtype or images.dtype)
+    images = images.to(device)
     model.eval()
     qmodel.eval()  # no dropout; quantizers train through their parameters only
     learned = make_quantizers_learnable(qmodel)
     gen = torch.Generator().manual_seed(seed)
-    fits: list[BlockFit] = []
-    with computing_in(qmodel, dtype), computing_in(model, dtype):
-        if rounding_steps:
-            fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
-                                rounding_scales, lr, batch_size, gen, verbose, rounding_units)
-            if report is not None:
-                report.extend(fits)
-        if steps:
-            _fit_scales(qmodel, model, images, learned, steps, lr, batch_size, gen, drop, verbose)
-    if dtype is not None:
-        _harden_again(qmodel, fits)
+    if rounding_steps:
+        fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
+                            rounding_scales, lr, batch_size, gen, verbose, rounding_units)
+        if report is not None:
+            report.extend(fits)
+    if steps:
+        _fit_scales(qmodel, model, images, learned, steps, lr, batch_size, gen, drop, verbose)
     settle_constant_inputs(qmodel, images.shape[1:])  # the fitted scales and weights move the constants
     return qmodel.eval()
-
-
-@torch.no_grad()
-def _harden_again(qmodel: nn.Module, fits: list[BlockFit]) -> None:
-    """After a fit in another dtype: the hardened weights hold grid values of the fit's scales,
-    which the cast back rounded; write the same codes on the grid as installed now, so the stored
-    weight stays the grid value itself (what export and packing read)."""
-    for fit in fits:
-        if fit.skipped:
-            continue
-        for site in qmodel.get_submodule(fit.block).modules():
-            if isinstance(site, (QuantLinear, QuantConv2d)) and site.weight_quant.bits is not None:
-                grid, w = site.weight_quant.quantizer, site.weight
-                s, z = _broadcast(grid.scale, w, grid.channel_axis), _broadcast(grid.zero_point, w, grid.channel_axis)
-                code = torch.clamp(torch.round(w / s + z), grid.qmin, grid.qmax)
-                w.copy_((code + (0.0 - z)) * s)  # fake_quantize's ops: bit-identical to its output
 
 
 def _fit_scales(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers, steps: int,

@@ -5,7 +5,7 @@
 reads a tiny model (its family, float weights) and calibration images from ``IN.pt`` -- made by
 the caller: random initialisation itself differs across kernels -- and saves
 :func:`calibrated_state` of the model quantized at W3A3 with ``IN.pt``'s ``calib_dtype``, and the
-ATen CPU capability it ran with (with ``rounding_steps``, after learned rounding). ``tests/quant/test_calib_precision.py`` compares it with the
+ATen CPU capability it ran with. ``tests/quant/test_calib_precision.py`` compares it with the
 same computed in the test's own process.
 """
 from __future__ import annotations
@@ -18,18 +18,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quant import QuantConfig, quant_sites, quantize  # noqa: E402
-from quant.reconstruct import reconstruct  # noqa: E402
 from quant_helpers import build_tiny  # noqa: E402
 
 
-def calibrated_state(model: torch.nn.Module, images: torch.Tensor, calib_dtype: str,
-                     rounding_steps: int = 0) -> dict[str, torch.Tensor]:
+def calibrated_state(model: torch.nn.Module, images: torch.Tensor, calib_dtype: str) -> dict[str, torch.Tensor]:
     """Every tensor calibration decides: the quantized model's state (scales, zero points, folded
-    LayerNorms), each site's GPTQ-rounded (or, with ``rounding_steps``, learned-rounded) weight
-    and its input Hessian."""
+    LayerNorms), each site's GPTQ-rounded weight and its input Hessian."""
     qmodel = quantize(model, "W3A3", images, config=QuantConfig(calib_dtype=calib_dtype))
-    if rounding_steps:
-        reconstruct(qmodel, model, images, steps=0, rounding_steps=rounding_steps, batch_size=16)
     state = {f"state.{k}": v.detach().clone() for k, v in qmodel.state_dict().items()}
     with torch.no_grad():
         for name, site in quant_sites(qmodel).items():
@@ -46,5 +41,4 @@ if __name__ == "__main__":
     model = build_tiny(given["kind"])
     model.load_state_dict(given["weights"])
     torch.save({"capability": torch.backends.cpu.get_cpu_capability(),
-                "state": calibrated_state(model, given["images"], given["calib_dtype"], given["rounding_steps"])},
-               sys.argv[2])
+                "state": calibrated_state(model, given["images"], given["calib_dtype"])}, sys.argv[2])
