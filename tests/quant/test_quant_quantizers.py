@@ -212,11 +212,12 @@ def test_observer_sample_is_bounded_deterministic_and_representative():
        qs=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6))
 def test_quantiles_of_one_sort_equal_torch_quantile_per_q(seed, channels, n, repeats, qs):
     """The range search takes all its quantiles from one sort per row; each must be bit-identical
-    to its own ``torch.quantile`` call (what the ranges were computed with before)."""
+    to its own ``torch.quantile`` call, interpolated in float64 and rounded to float32 (a float32
+    interpolation differs in the last bit between CPU kernels)."""
     rows = torch.randn(channels, n, generator=torch.Generator().manual_seed(seed))
     if repeats:  # ties, as in weights and activations that clip
         rows[:, : n // 2] = rows[:, :1]
     many = _quantile_rows(rows, qs)
     assert many.shape == (len(qs), channels)
     for i, q in enumerate(qs):
-        assert torch.equal(many[i], torch.quantile(rows, q, dim=1))
+        assert torch.equal(many[i], torch.quantile(rows.double(), q, dim=1).float())
