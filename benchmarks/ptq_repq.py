@@ -19,7 +19,8 @@ quantizer scales (``quant.reconstruct.reconstruct`` with :data:`RECON`'s argumen
 ``default+round`` learned weight rounding unit by unit before it (``-only``: without the
 network-wide scale stage; ``-blocks``: rounding only inside the transformer blocks, the weights
 outside them keeping GPTQ's rounding, as before the units outside the blocks were added;
-``-only100``/``-only400``: 100 / 400 instead of 200 steps per unit). Every cell is a fresh ``quantize`` of the float model on a
+``-only100``/``-only400``: 100 / 400 instead of 200 steps per unit; ``-drop``: QDrop inside each
+unit's fit, ``rounding_drop=0.5``). Every cell is a fresh ``quantize`` of the float model on a
 class-balanced draw of train images (one per calibration seed), evaluated on the first ``--n-test`` test
 images (``--fit-seeds k``: a method that reconstructs runs k times per draw with different
 reconstruction seeds, whose batch order alone moves top-1 by a few tenths). Calibration time is the wall and process-CPU time of ``quantize`` plus the first
@@ -89,6 +90,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-blocks": ("default", {}),
     "default+round-only100": ("default", {}),
     "default+round-only400": ("default", {}),
+    "default+round-drop": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -99,7 +101,9 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          "default+round-blocks": dict(rounding_steps=200, steps=0, rounding_units="blocks"),
          # the unit stage with half / twice the steps per unit
          "default+round-only100": dict(rounding_steps=100, steps=0),
-         "default+round-only400": dict(rounding_steps=400, steps=0)}
+         "default+round-only400": dict(rounding_steps=400, steps=0),
+         # the unit stage with QDrop: half of each activation quantizer's outputs kept float per step
+         "default+round-drop": dict(rounding_steps=200, steps=0, rounding_drop=0.5)}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

@@ -181,7 +181,7 @@ def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
 def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers,
                  steps: int, lr: float = 1e-2, reg: float = 0.01, scales: bool = True, scale_lr: float = 1e-3,
                  batch_size: int = 32, gen: torch.Generator | None = None, verbose: bool = False,
-                 units: str = "all") -> list[BlockFit]:
+                 units: str = "all", drop: float = 0.0) -> list[BlockFit]:
     """Stage 1 of :func:`reconstruct` on ``qmodel`` in place (its quantizers made learnable as
     ``learned``); returns one :class:`BlockFit` per unit (:func:`quant.adaround.find_units` with
     ``units``), in forward order.
@@ -190,7 +190,9 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
     ``scales`` also on the unit's step sizes and offsets at the LSQ-equivalent rates of
     ``scale_lr``) on random batches of ``batch_size`` inputs, minimising the normalised unit
     output error plus ``reg`` times the mean rounding regulariser (annealed,
-    :func:`quant.adaround.beta_schedule`).
+    :func:`quant.adaround.beta_schedule`). With ``drop`` (QDrop) each element of the unit's
+    activation quantizers' outputs stays float with that probability during those steps (not
+    when its errors are measured), so the rounding is fitted for many upstream error patterns.
     """
     names = find_units(qmodel, units)
     if not names:
@@ -214,13 +216,13 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
             unit_gen = torch.Generator().manual_seed(base + zlib.crc32(name.encode()))
             fits.append(_fit_unit(name, unit, inputs, target, steps, lr, reg,
                                   [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size,
-                                  unit_gen))
+                                  unit_gen, drop))
     return fits
 
 
 def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
               reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
-              gen: torch.Generator) -> BlockFit:
+              gen: torch.Generator, drop: float = 0.0) -> BlockFit:
     """Fit one unit (a block or any other module called as ``unit(x)``) and harden it."""
     skipped = _too_few_images(inputs, target)
     roundings = [] if skipped else list(attach_rounding(unit).values())
@@ -234,6 +236,8 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
     opt = torch.optim.Adam([{"params": [r.v for r in roundings], "lr": lr}, *scale_groups])
     for r in roundings:
         r.soft = True
+    hooks = [aq.register_forward_hook(_dropping(drop, gen)) for aq in unit.modules()
+             if isinstance(aq, ActQuantizer)] if drop > 0 else []
     try:
         for step in range(steps):
             idx = torch.randperm(len(inputs), generator=gen)[:batch_size]
@@ -246,6 +250,8 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
             opt.step()
             learned.project_()
     finally:
+        for h in hooks:
+            h.remove()
         for r in roundings:
             r.soft = False
     end_error = _block_error(unit, inputs, target, batch_size)
@@ -267,13 +273,15 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
 def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 100, lr: float = 1e-3,
                 batch_size: int = 32, seed: int = 0, verbose: bool = False, drop: float = 0.0,
                 rounding_steps: int = 0, rounding_lr: float = 1e-2, rounding_reg: float = 0.01,
-                rounding_scales: bool = True, rounding_units: str = "all", report: list | None = None) -> nn.Module:
+                rounding_scales: bool = True, rounding_units: str = "all", rounding_drop: float = 0.0,
+                report: list | None = None) -> nn.Module:
     """Fit ``qmodel`` (from :func:`quant.quantize`) to the float ``model`` on ``calib_data``, in
     place; returns ``qmodel`` in eval mode. See the module docstring for the two stages.
 
     Stage 1 runs when ``rounding_steps > 0`` (:func:`fit_rounding` with ``rounding_lr``,
     ``rounding_reg``, ``rounding_scales``, ``rounding_units`` and ``lr`` for the scales); its
-    :class:`BlockFit` records (one per unit) are appended to ``report`` when given. Stage 2 runs when ``steps > 0``: loss per
+    :class:`BlockFit` records (one per unit) are appended to ``report`` when given;
+    ``rounding_drop`` is its QDrop probability. Stage 2 runs when ``steps > 0``: loss per
     batch is the mean squared error of the output features over their variance in the float
     model plus the KL divergence of the logits; Adam over the LSQ parameter groups
     (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
@@ -285,8 +293,10 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     if steps < 0 or rounding_steps < 0 or steps + rounding_steps == 0:
         raise ValueError(f"reconstruct: steps={steps}, rounding_steps={rounding_steps}; expected both >= 0 and at "
                          "least one > 0 (steps: network-wide scale fitting; rounding_steps: learned rounding per block)")
-    if not 0.0 <= drop < 1.0:
-        raise ValueError(f"reconstruct: drop={drop}; expected 0 <= drop < 1 (the share of activations kept float while fitting)")
+    for arg, p in (("drop", drop), ("rounding_drop", rounding_drop)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"reconstruct: {arg}={p}; expected 0 <= {arg} < 1 (the share of activations kept float "
+                             "while fitting)")
     if rounding_lr <= 0 or rounding_reg < 0:
         raise ValueError(f"reconstruct: rounding_lr={rounding_lr}, rounding_reg={rounding_reg}; expected "
                          "rounding_lr > 0 and rounding_reg >= 0")
@@ -302,7 +312,7 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     gen = torch.Generator().manual_seed(seed)
     if rounding_steps:
         fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
-                            rounding_scales, lr, batch_size, gen, verbose, rounding_units)
+                            rounding_scales, lr, batch_size, gen, verbose, rounding_units, rounding_drop)
         if report is not None:
             report.extend(fits)
     if steps:

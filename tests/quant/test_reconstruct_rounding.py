@@ -129,6 +129,23 @@ def test_rounding_is_deterministic_for_a_seed(calib_images):
         assert torch.equal(a, b), n
 
 
+def test_rounding_with_qdrop_is_deterministic_used_and_leaves_no_hook(calib_images):
+    """QDrop inside the unit fit (``rounding_drop``): the same seed gives the same model, the
+    dropping changes the fit (so the hooks were active), every hook is gone afterwards, and the
+    errors the report keeps are measured without dropping (a fitted unit never ends above its
+    start)."""
+    runs = [_rounded("vit", calib_images, seed=0, rounding_drop=0.5) for _ in range(2)]
+    plain = _rounded("vit", calib_images, seed=0)[1]
+    (_, a, report), (_, b, _) = runs
+    for (n, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), n
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), plain.state_dict().values()))
+    assert all(not m._forward_hooks for m in a.modules()), "no dropping hook is left behind"
+    assert all(f.end_error <= f.start_error for f in report)
+    with pytest.raises(ValueError, match="rounding_drop=1.0; expected 0 <= rounding_drop < 1"):
+        _rounded("vit", calib_images, rounding_drop=1.0)
+
+
 def test_rounding_then_scales_keeps_the_caller_flags_and_weights_on_grid(calib_images):
     model = build_tiny("deit")
     qmodel = quantize(model, "W3A3", calib_images, config=CFG)
