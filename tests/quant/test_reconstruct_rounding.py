@@ -132,16 +132,21 @@ def test_rounding_is_deterministic_for_a_seed(calib_images):
 def test_rounding_with_qdrop_is_deterministic_used_and_leaves_no_hook(calib_images):
     """QDrop inside the unit fit (``rounding_drop``): the same seed gives the same model, the
     dropping changes the fit (so the hooks were active), every hook is gone afterwards, and the
-    errors the report keeps are measured without dropping (a fitted unit never ends above its
-    start)."""
+    errors the report keeps are measured without dropping (recomputed for a block, and no fitted
+    unit ends above its start)."""
     runs = [_rounded("vit", calib_images, seed=0, rounding_drop=0.5) for _ in range(2)]
     plain = _rounded("vit", calib_images, seed=0)[1]
-    (_, a, report), (_, b, _) = runs
+    (model, a, report), (_, b, _) = runs
     for (n, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), n
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), plain.state_dict().values()))
     assert all(not m._forward_hooks for m in a.modules()), "no dropping hook is left behind"
     assert all(f.end_error <= f.start_error for f in report)
+    # a block (it holds activation quantizers): its reported error is the error without dropping
+    fit = next(f for f in report if f.block.startswith("blocks."))
+    inputs = _at_block(a, a.get_submodule(fit.block), calib_images, 16, output=False)
+    target = _at_block(model, model.get_submodule(fit.block), calib_images, 16, output=True)
+    assert _block_error(a.get_submodule(fit.block), inputs, target, 16) == pytest.approx(fit.end_error, rel=1e-5)
     with pytest.raises(ValueError, match="rounding_drop=1.0; expected 0 <= rounding_drop < 1"):
         _rounded("vit", calib_images, rounding_drop=1.0)
 
