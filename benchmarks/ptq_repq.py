@@ -91,6 +91,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-only100": ("default", {}),
     "default+round-only400": ("default", {}),
     "default+round-drop": ("default", {}),
+    "default+round-fisher": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -103,7 +104,9 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          "default+round-only100": dict(rounding_steps=100, steps=0),
          "default+round-only400": dict(rounding_steps=400, steps=0),
          # the unit stage with QDrop: half of each activation quantizer's outputs kept float per step
-         "default+round-drop": dict(rounding_steps=200, steps=0, rounding_drop=0.5)}
+         "default+round-drop": dict(rounding_steps=200, steps=0, rounding_drop=0.5),
+         # the unit stage with each output element's error weighted by its squared output gradient
+         "default+round-fisher": dict(rounding_steps=200, steps=0, rounding_loss="fisher")}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

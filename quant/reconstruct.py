@@ -47,7 +47,10 @@ from .data_utils import iter_images
 from .lsq import LearnedQuantizers, make_quantizers_learnable, param_groups
 from .settle import settle_constant_inputs
 
-__all__ = ["reconstruct", "fit_rounding", "BlockFit"]
+__all__ = ["reconstruct", "fit_rounding", "output_fisher", "BlockFit", "LOSSES"]
+
+#: How a unit's output error is measured in learned rounding (:func:`fit_rounding`'s ``loss``).
+LOSSES = ("mse", "fisher")
 
 
 @dataclass
@@ -85,10 +88,10 @@ def _dropping(p: float, gen: torch.Generator):
 
 
 @contextmanager
-def _only_trainable(qmodel: nn.Module, learned: LearnedQuantizers) -> Iterator[None]:
-    """While active, only the learned quantizer parameters require gradients; the caller's
-    flags come back afterwards."""
-    learnable = {id(p) for p in learned.parameters()}
+def _only_trainable(qmodel: nn.Module, learned: LearnedQuantizers | None) -> Iterator[None]:
+    """While active, only the learned quantizer parameters (none when ``learned`` is None)
+    require gradients; the caller's flags come back afterwards."""
+    learnable = {id(p) for p in learned.parameters()} if learned is not None else set()
     was_trainable = {p: p.requires_grad for p in qmodel.parameters()}
     for p in was_trainable:
         p.requires_grad_(id(p) in learnable)
@@ -170,18 +173,71 @@ def _too_few_images(inputs: torch.Tensor, target: torch.Tensor) -> bool:
     return target.dim() == 2 and target.shape[0] < inputs.shape[-1]
 
 
+def _unit_loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Squared error of a unit's output, averaged over its elements; with ``weight`` (same shape,
+    mean 1: :func:`output_fisher`) each element's error counts that much."""
+    sq = (out - target).pow(2)
+    return (sq if weight is None else sq * weight).mean()
+
+
 @torch.no_grad()
-def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> float:
-    """Mean squared error of the block's output over the targets' variance, on all inputs."""
-    sq = sum(float((block(inputs[i:i + batch_size]) - targets[i:i + batch_size]).pow(2).sum())
+def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                 weight: torch.Tensor | None = None) -> float:
+    """The unit loss (:func:`_unit_loss`) of the block's output over the targets' variance, on
+    all inputs."""
+    sq = sum(float(_unit_loss(block(inputs[i:i + batch_size]), targets[i:i + batch_size],
+                              None if weight is None else weight[i:i + batch_size])) * len(inputs[i:i + batch_size])
              for i in range(0, len(inputs), batch_size))
-    return sq / targets.numel() / max(float(targets.var()), 1e-12)
+    return sq / len(inputs) / max(float(targets.var()), 1e-12)
+
+
+def output_fisher(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, names: list[str],
+                  batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Per unit (module names ``names`` of ``qmodel``, each called once per forward as
+    ``unit(x)``), the squared gradient of the quantized model's output loss with respect to each
+    element of the unit's output, for every image, scaled to mean 1 per unit: the diagonal
+    Fisher approximation with which BRECQ (Li et al. 2021) weights a block's output error, so the
+    fit spends its freedom where an output error changes the prediction.
+
+    The loss is the KL divergence of the quantized model's class probabilities from the float
+    model's, summed over images (each image's gradient is its own): at the float model itself
+    every such gradient is zero, so it is taken at ``qmodel`` as calibrated (fake quantization
+    passes gradients straight through). For a unit whose output is the logits, the gradient of
+    an image is ``softmax(q) - softmax(f)``. A unit whose gradients are all zero gets weight 1.
+    """
+    grads: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def keep_grad(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            out.register_hook(lambda g: grads[name].append(g.detach().pow(2)))
+        return hook
+
+    handles = [qmodel.get_submodule(n).register_forward_hook(keep_grad(n)) for n in names]
+    try:
+        with torch.enable_grad(), _only_trainable(qmodel, None):  # gradients reach the outputs only
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size].detach().requires_grad_(True)
+                with torch.no_grad():
+                    p_float = F.log_softmax(model(x.detach()), -1)
+                loss = F.kl_div(F.log_softmax(qmodel(x), -1), p_float, log_target=True, reduction="sum")
+                loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    fisher = {}
+    for name, parts in grads.items():
+        if not parts:
+            raise ValueError(f"output_fisher: unit {name!r} is not called in the model's forward pass")
+        g = torch.cat(parts)
+        mean = float(g.mean())
+        fisher[name] = g / mean if mean > 0 else torch.ones_like(g)
+    return fisher
 
 
 def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, learned: LearnedQuantizers,
                  steps: int, lr: float = 1e-2, reg: float = 0.01, scales: bool = True, scale_lr: float = 1e-3,
                  batch_size: int = 32, gen: torch.Generator | None = None, verbose: bool = False,
-                 units: str = "all", drop: float = 0.0) -> list[BlockFit]:
+                 units: str = "all", drop: float = 0.0, loss: str = "mse") -> list[BlockFit]:
     """Stage 1 of :func:`reconstruct` on ``qmodel`` in place (its quantizers made learnable as
     ``learned``); returns one :class:`BlockFit` per unit (:func:`quant.adaround.find_units` with
     ``units``), in forward order.
@@ -193,13 +249,20 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
     :func:`quant.adaround.beta_schedule`). With ``drop`` (QDrop) each element of the unit's
     activation quantizers' outputs stays float with that probability during those steps (not
     when its errors are measured), so the rounding is fitted for many upstream error patterns.
+    ``loss``: ``"mse"`` weighs every output element alike; ``"fisher"`` weighs each by
+    :func:`output_fisher`, measured once on ``qmodel`` before the first unit is fitted (BRECQ's
+    choice; the reported errors and the put-back rule then use the weighted error too).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"fit_rounding: loss={loss!r}; expected one of {LOSSES} ('mse': every output element "
+                         "alike; 'fisher': weighted by the squared output gradient)")
     names = find_units(qmodel, units)
     if not names:
         raise ValueError(f"fit_rounding: nothing to round with units={units!r}: " + (
             "the model has no transformer block (a module whose class name ends in 'Block'); pass units='all'"
             if units == "blocks" else "the model has no quantized weight; quantize it with weight bits first"))
     names = _forward_order(qmodel, names, images[:1])
+    weights = output_fisher(qmodel, model, images, names, batch_size) if loss == "fisher" else {}
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
     # One random stream per unit, from one draw of ``gen`` and the unit's name: a unit's batches
     # do not depend on how many units were fitted before it. (With one shared stream, adding a
@@ -216,22 +279,23 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
             unit_gen = torch.Generator().manual_seed(base + zlib.crc32(name.encode()))
             fits.append(_fit_unit(name, unit, inputs, target, steps, lr, reg,
                                   [g for g in groups if g["name"].startswith(name + ".")], learned, batch_size,
-                                  unit_gen, drop))
+                                  unit_gen, drop, weights.get(name)))
     return fits
 
 
 def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
               reg: float, scale_groups: list[dict], learned: LearnedQuantizers, batch_size: int,
-              gen: torch.Generator, drop: float = 0.0) -> BlockFit:
-    """Fit one unit (a block or any other module called as ``unit(x)``) and harden it."""
+              gen: torch.Generator, drop: float = 0.0, weight: torch.Tensor | None = None) -> BlockFit:
+    """Fit one unit (a block or any other module called as ``unit(x)``) and harden it; ``weight``
+    (one per output element, or None) weighs its output error."""
     skipped = _too_few_images(inputs, target)
     roundings = [] if skipped else list(attach_rounding(unit).values())
     if not roundings:  # a unit whose weights are all float (nothing to round), or skipped
-        err = _block_error(unit, inputs, target, batch_size)
+        err = _block_error(unit, inputs, target, batch_size, weight)
         return BlockFit(name, err, err, 0.0, False, skipped)
     start_codes = [r.codes() for r in roundings]
     start_scales = [p.detach().clone() for g in scale_groups for p in g["params"]]
-    start_error = _block_error(unit, inputs, target, batch_size)
+    start_error = _block_error(unit, inputs, target, batch_size, weight)
     variance = max(float(target.var()), 1e-12)
     opt = torch.optim.Adam([{"params": [r.v for r in roundings], "lr": lr}, *scale_groups])
     for r in roundings:
@@ -241,7 +305,7 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
     try:
         for step in range(steps):
             idx = torch.randperm(len(inputs), generator=gen)[:batch_size]
-            loss = F.mse_loss(unit(inputs[idx]), target[idx]) / variance
+            loss = _unit_loss(unit(inputs[idx]), target[idx], None if weight is None else weight[idx]) / variance
             beta = beta_schedule(step, steps)
             if beta is not None:
                 loss = loss + reg * sum(r.regulariser(beta) for r in roundings) / len(roundings)
@@ -254,7 +318,7 @@ def _fit_unit(name: str, unit: nn.Module, inputs: torch.Tensor, target: torch.Te
             h.remove()
         for r in roundings:
             r.soft = False
-    end_error = _block_error(unit, inputs, target, batch_size)
+    end_error = _block_error(unit, inputs, target, batch_size, weight)
     reverted = end_error > start_error
     if reverted:  # put the unit back as it started: hard codes and scales
         with torch.no_grad():
@@ -274,14 +338,15 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
                 batch_size: int = 32, seed: int = 0, verbose: bool = False, drop: float = 0.0,
                 rounding_steps: int = 0, rounding_lr: float = 1e-2, rounding_reg: float = 0.01,
                 rounding_scales: bool = True, rounding_units: str = "all", rounding_drop: float = 0.0,
-                report: list | None = None) -> nn.Module:
+                rounding_loss: str = "mse", report: list | None = None) -> nn.Module:
     """Fit ``qmodel`` (from :func:`quant.quantize`) to the float ``model`` on ``calib_data``, in
     place; returns ``qmodel`` in eval mode. See the module docstring for the two stages.
 
     Stage 1 runs when ``rounding_steps > 0`` (:func:`fit_rounding` with ``rounding_lr``,
     ``rounding_reg``, ``rounding_scales``, ``rounding_units`` and ``lr`` for the scales); its
     :class:`BlockFit` records (one per unit) are appended to ``report`` when given;
-    ``rounding_drop`` is its QDrop probability. Stage 2 runs when ``steps > 0``: loss per
+    ``rounding_drop`` is its QDrop probability and ``rounding_loss`` its unit loss (``"mse"``,
+    or ``"fisher"``: BRECQ's output-gradient weighting). Stage 2 runs when ``steps > 0``: loss per
     batch is the mean squared error of the output features over their variance in the float
     model plus the KL divergence of the logits; Adam over the LSQ parameter groups
     (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
@@ -300,6 +365,9 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     if rounding_lr <= 0 or rounding_reg < 0:
         raise ValueError(f"reconstruct: rounding_lr={rounding_lr}, rounding_reg={rounding_reg}; expected "
                          "rounding_lr > 0 and rounding_reg >= 0")
+    if rounding_loss not in LOSSES:
+        raise ValueError(f"reconstruct: rounding_loss={rounding_loss!r}; expected one of {LOSSES} ('mse': every "
+                         "output element alike; 'fisher': weighted by the squared output gradient)")
     if rounding_units not in UNITS:
         raise ValueError(f"reconstruct: rounding_units={rounding_units!r}; expected one of {UNITS} ('all': every "
                          "quantized weight; 'blocks': only those inside transformer blocks)")
@@ -312,7 +380,8 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     gen = torch.Generator().manual_seed(seed)
     if rounding_steps:
         fits = fit_rounding(qmodel, model, images, learned, rounding_steps, rounding_lr, rounding_reg,
-                            rounding_scales, lr, batch_size, gen, verbose, rounding_units, rounding_drop)
+                            rounding_scales, lr, batch_size, gen, verbose, rounding_units, rounding_drop,
+                            rounding_loss)
         if report is not None:
             report.extend(fits)
     if steps:
