@@ -92,6 +92,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-only400": ("default", {}),
     "default+round-drop": ("default", {}),
     "default+round-fisher": ("default", {}),
+    "default+round-fishermean": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -106,7 +107,8 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          # the unit stage with QDrop: half of each activation quantizer's outputs kept float per step
          "default+round-drop": dict(rounding_steps=200, steps=0, rounding_drop=0.5),
          # the unit stage with each output element's error weighted by its squared output gradient
-         "default+round-fisher": dict(rounding_steps=200, steps=0, rounding_loss="fisher")}
+         "default+round-fisher": dict(rounding_steps=200, steps=0, rounding_loss="fisher"),
+         "default+round-fishermean": dict(rounding_steps=200, steps=0, rounding_loss="fisher-mean")}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

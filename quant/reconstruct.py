@@ -50,7 +50,7 @@ from .settle import settle_constant_inputs
 __all__ = ["reconstruct", "fit_rounding", "output_fisher", "BlockFit", "LOSSES"]
 
 #: How a unit's output error is measured in learned rounding (:func:`fit_rounding`'s ``loss``).
-LOSSES = ("mse", "fisher")
+LOSSES = ("mse", "fisher", "fisher-mean")
 
 
 @dataclass
@@ -249,20 +249,26 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
     :func:`quant.adaround.beta_schedule`). With ``drop`` (QDrop) each element of the unit's
     activation quantizers' outputs stays float with that probability during those steps (not
     when its errors are measured), so the rounding is fitted for many upstream error patterns.
-    ``loss``: ``"mse"`` weighs every output element alike; ``"fisher"`` weighs each by
-    :func:`output_fisher`, measured once on ``qmodel`` before the first unit is fitted (BRECQ's
-    choice; the reported errors and the put-back rule then use the weighted error too).
+    ``loss``: ``"mse"`` weighs every output element alike; ``"fisher"`` weighs each element of
+    each image by :func:`output_fisher`, measured once on ``qmodel`` before the first unit is
+    fitted (BRECQ's choice); ``"fisher-mean"`` by its mean over the images, one weight per output
+    position (token and channel): the diagonal Fisher estimated over the calibration set rather
+    than from one image, so e.g. a ViT's last block is fitted on its class token, the one token
+    the head reads. The reported errors and the put-back rule use the weighted error.
     """
     if loss not in LOSSES:
         raise ValueError(f"fit_rounding: loss={loss!r}; expected one of {LOSSES} ('mse': every output element "
-                         "alike; 'fisher': weighted by the squared output gradient)")
+                         "alike; 'fisher': weighted by the squared output gradient per image; 'fisher-mean': "
+                         "by its mean over the images)")
     names = find_units(qmodel, units)
     if not names:
         raise ValueError(f"fit_rounding: nothing to round with units={units!r}: " + (
             "the model has no transformer block (a module whose class name ends in 'Block'); pass units='all'"
             if units == "blocks" else "the model has no quantized weight; quantize it with weight bits first"))
     names = _forward_order(qmodel, names, images[:1])
-    weights = output_fisher(qmodel, model, images, names, batch_size) if loss == "fisher" else {}
+    weights = output_fisher(qmodel, model, images, names, batch_size) if loss != "mse" else {}
+    if loss == "fisher-mean":
+        weights = {n: w.mean(0, keepdim=True).expand_as(w) for n, w in weights.items()}
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
     # One random stream per unit, from one draw of ``gen`` and the unit's name: a unit's batches
     # do not depend on how many units were fitted before it. (With one shared stream, adding a
@@ -346,7 +352,8 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     ``rounding_reg``, ``rounding_scales``, ``rounding_units`` and ``lr`` for the scales); its
     :class:`BlockFit` records (one per unit) are appended to ``report`` when given;
     ``rounding_drop`` is its QDrop probability and ``rounding_loss`` its unit loss (``"mse"``,
-    or ``"fisher"``: BRECQ's output-gradient weighting). Stage 2 runs when ``steps > 0``: loss per
+    or BRECQ's output-gradient weighting per image, ``"fisher"``, or per output position,
+    ``"fisher-mean"``: :func:`fit_rounding`). Stage 2 runs when ``steps > 0``: loss per
     batch is the mean squared error of the output features over their variance in the float
     model plus the KL divergence of the logits; Adam over the LSQ parameter groups
     (:func:`quant.lsq.param_groups`), step sizes kept positive after each step. With ``drop``
@@ -367,7 +374,8 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
                          "rounding_lr > 0 and rounding_reg >= 0")
     if rounding_loss not in LOSSES:
         raise ValueError(f"reconstruct: rounding_loss={rounding_loss!r}; expected one of {LOSSES} ('mse': every "
-                         "output element alike; 'fisher': weighted by the squared output gradient)")
+                         "output element alike; 'fisher': weighted by the squared output gradient per image; "
+                         "'fisher-mean': by its mean over the images)")
     if rounding_units not in UNITS:
         raise ValueError(f"reconstruct: rounding_units={rounding_units!r}; expected one of {UNITS} ('all': every "
                          "quantized weight; 'blocks': only those inside transformer blocks)")

@@ -79,9 +79,11 @@ def test_block_error_does_not_depend_on_batching_and_unit_weights_change_nothing
     assert _block_error(unit, inputs, targets, batch_size, weight) == pytest.approx(weighted, rel=1e-12)
 
 
-def test_fisher_rounding_is_deterministic_used_and_reports_weighted_errors(calib_images):
+@pytest.mark.parametrize("loss", ["fisher", "fisher-mean"])
+def test_fisher_rounding_is_deterministic_used_and_reports_weighted_errors(loss, calib_images):
     """The same seed gives the same model; the weighting changes the fit; the report's errors
-    are the weighted errors (recomputed for a block with weights measured on a fresh copy)."""
+    are the weighted errors (recomputed for a block with weights measured on a fresh copy: per
+    image, or with "fisher-mean" their mean over the images)."""
     def rounded(loss: str) -> tuple:
         model = build_tiny("vit")
         qmodel = quantize(model, "W3A3", calib_images, config=CFG)
@@ -90,18 +92,20 @@ def test_fisher_rounding_is_deterministic_used_and_reports_weighted_errors(calib
                     rounding_loss=loss, report=report)
         return model, qmodel, report
 
-    (model, a, _), (_, b, _), (_, plain, _) = rounded("fisher"), rounded("fisher"), rounded("mse")
+    (model, a, _), (_, b, _), (_, plain, _) = rounded(loss), rounded(loss), rounded("mse")
     for (n, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), n
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), plain.state_dict().values()))
     # the report as fit_rounding leaves the model (reconstruct's settle pass then nudges scales)
     a = quantize(model, "W3A3", calib_images, config=CFG)
     report = fit_rounding(a, model, calib_images, make_quantizers_learnable(a), steps=30, batch_size=16,
-                          loss="fisher")
+                          loss=loss)
     assert all(f.end_error <= f.start_error for f in report)
     fresh = quantize(model, "W3A3", calib_images, config=CFG)
     fit = next(f for f in report if f.block.startswith("blocks.") and not f.reverted)
     weight = output_fisher(fresh, model, calib_images, [fit.block], batch_size=16)[fit.block]
+    if loss == "fisher-mean":
+        weight = weight.mean(0, keepdim=True).expand_as(weight)
     inputs = _at_block(a, a.get_submodule(fit.block), calib_images, 16, output=False)
     target = _at_block(model, model.get_submodule(fit.block), calib_images, 16, output=True)
     assert _block_error(a.get_submodule(fit.block), inputs, target, 16, weight) == pytest.approx(fit.end_error,
