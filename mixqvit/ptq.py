@@ -32,11 +32,24 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    "transformer block, patch embedding, patch merging and head against the float unit's output, then "
                    "hardened to integer codes on the same grid (~25-35 s of CPU at 200 steps for the shipped models, "
                    f"{DEFAULT_ROUNDING_STEPS} recommended)")
+    p.add_argument("--rounding-loss", default=None, metavar="LOSS",
+                   help="with --reconstruct-rounding, how each unit's output error is measured: mse (every element "
+                   "alike), fisher (weighted per image by the squared gradient of the output KL, BRECQ) or fisher-mean "
+                   "(those weights averaged over the calibration images) (default: quant.reconstruct's)")
 
 
 def ptq_config(args: argparse.Namespace) -> Any:
-    """The ``QuantConfig`` named by ``--preset`` (checked before any model is loaded)."""
+    """The ``QuantConfig`` named by ``--preset`` (checked before any model is loaded, as is
+    ``--rounding-loss``)."""
     from quant import QuantConfig
+    from quant.reconstruct import LOSSES
+
+    if args.rounding_loss is not None:
+        if args.rounding_loss not in LOSSES:
+            raise OptionError(f"--rounding-loss: expected one of {', '.join(LOSSES)}, got {args.rounding_loss!r}")
+        if not args.reconstruct_rounding:
+            raise OptionError("--rounding-loss applies to learned rounding only: add --reconstruct-rounding STEPS "
+                              f"(e.g. {DEFAULT_ROUNDING_STEPS}) or drop --rounding-loss")
 
     try:
         return QuantConfig.preset(args.preset)
@@ -47,19 +60,23 @@ def ptq_config(args: argparse.Namespace) -> Any:
 def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool) -> Any:
     """:func:`quantize_plan` with the options of :func:`add_ptq_args` (``config`` from :func:`ptq_config`)."""
     return quantize_plan(model, plan, calib, config, reconstruct_steps=args.reconstruct or 0,
-                         rounding_steps=args.reconstruct_rounding or 0, seed=args.seed, verbose=verbose)
+                         rounding_steps=args.reconstruct_rounding or 0, rounding_loss=args.rounding_loss,
+                         seed=args.seed, verbose=verbose)
 
 
 def quantize_plan(model: Any, plan: Any, calib: Any, config: Any, *, reconstruct_steps: int = 0,
-                  rounding_steps: int = 0, seed: int = 0, verbose: bool = False) -> Any:
+                  rounding_steps: int = 0, rounding_loss: str | None = None, seed: int = 0,
+                  verbose: bool = False) -> Any:
     """``quant.quantize`` with ``config``, then reconstruction when asked (learned rounding first,
-    then the scales). The demo's rounded rows come from here too, so ``mixqvit quantize|export
-    --reconstruct-rounding N`` with the demo's seed and calibration images rebuilds them."""
+    with ``rounding_loss`` when given, then the scales). The demo's rounded rows come from here
+    too, so ``mixqvit quantize|export --reconstruct-rounding N`` with the demo's seed and
+    calibration images rebuilds them."""
     from quant import quantize
     from quant.reconstruct import reconstruct
 
     qmodel = quantize(model, plan, calib, config=config, verbose=verbose)
     if reconstruct_steps or rounding_steps:
+        loss = {} if rounding_loss is None else {"rounding_loss": rounding_loss}
         reconstruct(qmodel, model, calib, steps=reconstruct_steps, rounding_steps=rounding_steps, seed=seed,
-                    verbose=verbose)
+                    verbose=verbose, **loss)
     return qmodel

@@ -11,20 +11,24 @@ from mixqvit.datasets import load_calibration
 from mixqvit.loading import load_model
 
 
-def test_learned_rounding_reaches_the_exported_file(tmp_path):
-    """--reconstruct-rounding alone is quant.reconstruct(steps=0, rounding_steps=N): the packed file
-    reloads to exactly that model, which differs from the GPTQ-rounded one."""
+@pytest.mark.parametrize("loss", [None, "fisher-mean"])
+def test_learned_rounding_reaches_the_exported_file(loss, tmp_path):
+    """--reconstruct-rounding alone is quant.reconstruct(steps=0, rounding_steps=N) (with
+    --rounding-loss, that rounding_loss): the packed file reloads to exactly that model, which
+    differs from the GPTQ-rounded one."""
     from quant.reconstruct import reconstruct
 
     data = write_image_folder(tmp_path / "data", per_class=4)
+    flag = [] if loss is None else ["--rounding-loss", loss]
     assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W3A3", "--calib", "6",
-                 "--reconstruct-rounding", "20", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+                 "--reconstruct-rounding", "20", *flag, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     loaded = load_model(ARCH, model_kwargs=TINY)
     calib = load_calibration(loaded, str(data), 6)[0]
     reference = quant.quantize(loaded.model, "W3A3", calib)
     plain = quant.quantize(loaded.model, "W3A3", calib)
     report = []
-    reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report)
+    reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report,
+                **({} if loss is None else {"rounding_loss": loss}))
     images = torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
     with torch.no_grad():
         exported = quant.load_packed(tmp_path / "out" / f"{ARCH}.safetensors")(images)
@@ -37,4 +41,15 @@ def test_zero_rounding_steps_are_refused_before_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export", "--model", "fmnist_vit", "--plan", "W4A4", "--reconstruct-rounding", "0", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "--reconstruct-rounding: expected a positive integer, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reconstruct-rounding", "5", "--rounding-loss", "l1"],
+     "--rounding-loss: expected one of mse, fisher, fisher-mean, got 'l1'"),
+    (["--rounding-loss", "fisher"], "--rounding-loss applies to learned rounding only: add --reconstruct-rounding"),
+])
+def test_bad_rounding_loss_is_refused_before_work(args, message, tmp_path, capsys):
+    assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", *args, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
