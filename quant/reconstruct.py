@@ -175,20 +175,24 @@ def _too_few_images(inputs: torch.Tensor, target: torch.Tensor) -> bool:
 
 def _unit_loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Squared error of a unit's output, averaged over its elements; with ``weight`` (same shape,
-    mean 1: :func:`output_fisher`) each element's error counts that much."""
-    sq = (out - target).pow(2)
-    return (sq if weight is None else sq * weight).mean()
+    mean 1: :func:`output_fisher`) each element's error counts that much. Unweighted it is
+    ``F.mse_loss`` itself: the fit amplifies any last-bit change of its loss into other roundings
+    (``benchmarks.fit_divergence``), so the unweighted arithmetic stays what it was."""
+    if weight is None:
+        return F.mse_loss(out, target)
+    return (F.mse_loss(out, target, reduction="none") * weight).mean()
 
 
 @torch.no_grad()
 def _block_error(block: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
                  weight: torch.Tensor | None = None) -> float:
-    """The unit loss (:func:`_unit_loss`) of the block's output over the targets' variance, on
-    all inputs."""
-    sq = sum(float(_unit_loss(block(inputs[i:i + batch_size]), targets[i:i + batch_size],
-                              None if weight is None else weight[i:i + batch_size])) * len(inputs[i:i + batch_size])
-             for i in range(0, len(inputs), batch_size))
-    return sq / len(inputs) / max(float(targets.var()), 1e-12)
+    """Mean squared error of the block's output (each element weighted by ``weight`` when given)
+    over the targets' variance, on all inputs."""
+    sq = 0.0
+    for i in range(0, len(inputs), batch_size):
+        err = (block(inputs[i:i + batch_size]) - targets[i:i + batch_size]).pow(2)
+        sq += float((err if weight is None else err * weight[i:i + batch_size]).sum())
+    return sq / targets.numel() / max(float(targets.var()), 1e-12)
 
 
 def output_fisher(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, names: list[str],
