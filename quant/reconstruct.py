@@ -180,7 +180,15 @@ def _unit_loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     (``benchmarks.fit_divergence``), so the unweighted arithmetic stays what it was."""
     if weight is None:
         return F.mse_loss(out, target)
-    return (F.mse_loss(out, target, reduction="none") * weight).mean()
+    return ((out - target).pow(2) * weight).mean()
+
+
+def _check_loss(where: str, arg: str, loss: str) -> None:
+    """Refuse an unknown unit loss before any work, naming the argument as the caller spells it."""
+    if loss not in LOSSES:
+        raise ValueError(f"{where}: {arg}={loss!r}; expected one of {LOSSES} ('mse': every output element alike; "
+                         "'fisher': weighted by the squared output gradient per image; 'fisher-mean': by its mean "
+                         "over the images)")
 
 
 @torch.no_grad()
@@ -260,10 +268,7 @@ def fit_rounding(qmodel: nn.Module, model: nn.Module, images: torch.Tensor, lear
     than from one image, so e.g. a ViT's last block is fitted on its class token, the one token
     the head reads. The reported errors and the put-back rule use the weighted error.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"fit_rounding: loss={loss!r}; expected one of {LOSSES} ('mse': every output element "
-                         "alike; 'fisher': weighted by the squared output gradient per image; 'fisher-mean': "
-                         "by its mean over the images)")
+    _check_loss("fit_rounding", "loss", loss)
     names = find_units(qmodel, units)
     if not names:
         raise ValueError(f"fit_rounding: nothing to round with units={units!r}: " + (
@@ -376,10 +381,7 @@ def reconstruct(qmodel: nn.Module, model: nn.Module, calib_data, steps: int = 10
     if rounding_lr <= 0 or rounding_reg < 0:
         raise ValueError(f"reconstruct: rounding_lr={rounding_lr}, rounding_reg={rounding_reg}; expected "
                          "rounding_lr > 0 and rounding_reg >= 0")
-    if rounding_loss not in LOSSES:
-        raise ValueError(f"reconstruct: rounding_loss={rounding_loss!r}; expected one of {LOSSES} ('mse': every "
-                         "output element alike; 'fisher': weighted by the squared output gradient per image; "
-                         "'fisher-mean': by its mean over the images)")
+    _check_loss("reconstruct", "rounding_loss", rounding_loss)
     if rounding_units not in UNITS:
         raise ValueError(f"reconstruct: rounding_units={rounding_units!r}; expected one of {UNITS} ('all': every "
                          "quantized weight; 'blocks': only those inside transformer blocks)")
