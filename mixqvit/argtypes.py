@@ -101,6 +101,7 @@ positive_int = checked_number(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = checked_number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = checked_number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 unit_interval = checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+below_one = checked_number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 seed = checked_number(int, lambda v: 0 <= v <= SEED_MAX, f"a seed in 0..{SEED_MAX}")
 
 

@@ -36,6 +36,10 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    help="with --reconstruct-rounding, how each unit's output error is measured: mse (every element "
                    "alike), fisher (weighted per image by the squared gradient of the output KL, BRECQ) or fisher-mean "
                    "(those weights averaged over the calibration images) (default: quant.reconstruct's)")
+    p.add_argument("--rounding-drop", type=argtypes.below_one, default=None, metavar="P",
+                   help="with --reconstruct-rounding, QDrop: while each unit is fitted, each of its quantized "
+                   "activations stays float with probability P (0.5 measured; about 1.5x the fitting time) "
+                   "(default: 0, none)")
 
 
 def ptq_config(args: argparse.Namespace) -> Any:
@@ -44,12 +48,14 @@ def ptq_config(args: argparse.Namespace) -> Any:
     from quant import QuantConfig
     from quant.reconstruct import LOSSES
 
-    if args.rounding_loss is not None:
-        if args.rounding_loss not in LOSSES:
-            raise OptionError(f"--rounding-loss: expected one of {', '.join(LOSSES)}, got {args.rounding_loss!r}")
-        if not args.reconstruct_rounding:
-            raise OptionError("--rounding-loss applies to learned rounding only: add --reconstruct-rounding STEPS "
-                              f"(e.g. {DEFAULT_ROUNDING_STEPS}) or drop --rounding-loss")
+    if args.rounding_loss is not None and args.rounding_loss not in LOSSES:
+        raise OptionError(f"--rounding-loss: expected one of {', '.join(LOSSES)}, got {args.rounding_loss!r}")
+    rounding_only = [flag for flag, value in (("--rounding-loss", args.rounding_loss),
+                                              ("--rounding-drop", args.rounding_drop)) if value is not None]
+    if rounding_only and not args.reconstruct_rounding:
+        named = " and ".join(rounding_only)
+        raise OptionError(f"{named} only appl{'y' if len(rounding_only) > 1 else 'ies'} with learned rounding: add "
+                          f"--reconstruct-rounding STEPS (e.g. {DEFAULT_ROUNDING_STEPS}) or drop {named}")
 
     try:
         return QuantConfig.preset(args.preset)
@@ -61,22 +67,23 @@ def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: 
     """:func:`quantize_plan` with the options of :func:`add_ptq_args` (``config`` from :func:`ptq_config`)."""
     return quantize_plan(model, plan, calib, config, reconstruct_steps=args.reconstruct or 0,
                          rounding_steps=args.reconstruct_rounding or 0, rounding_loss=args.rounding_loss,
-                         seed=args.seed, verbose=verbose)
+                         rounding_drop=args.rounding_drop, seed=args.seed, verbose=verbose)
 
 
 def quantize_plan(model: Any, plan: Any, calib: Any, config: Any, *, reconstruct_steps: int = 0,
-                  rounding_steps: int = 0, rounding_loss: str | None = None, seed: int = 0,
-                  verbose: bool = False) -> Any:
+                  rounding_steps: int = 0, rounding_loss: str | None = None, rounding_drop: float | None = None,
+                  seed: int = 0, verbose: bool = False) -> Any:
     """``quant.quantize`` with ``config``, then reconstruction when asked (learned rounding first,
-    with ``rounding_loss`` when given, then the scales). The demo's rounded rows come from here
-    too, so ``mixqvit quantize|export --reconstruct-rounding N`` with the demo's seed and
-    calibration images rebuilds them."""
+    with ``rounding_loss`` and ``rounding_drop`` when given, else ``quant.reconstruct``'s
+    defaults; then the scales). The demo's rounded rows come from here too, so ``mixqvit
+    quantize|export --reconstruct-rounding N`` with the demo's seed and calibration images
+    rebuilds them."""
     from quant import quantize
     from quant.reconstruct import reconstruct
 
     qmodel = quantize(model, plan, calib, config=config, verbose=verbose)
     if reconstruct_steps or rounding_steps:
-        loss = {} if rounding_loss is None else {"rounding_loss": rounding_loss}
+        given = {k: v for k, v in (("rounding_loss", rounding_loss), ("rounding_drop", rounding_drop)) if v is not None}
         reconstruct(qmodel, model, calib, steps=reconstruct_steps, rounding_steps=rounding_steps, seed=seed,
-                    verbose=verbose, **loss)
+                    verbose=verbose, **given)
     return qmodel

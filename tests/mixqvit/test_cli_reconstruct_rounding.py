@@ -11,15 +11,15 @@ from mixqvit.datasets import load_calibration
 from mixqvit.loading import load_model
 
 
-@pytest.mark.parametrize("loss", [None, "fisher-mean"])
-def test_learned_rounding_reaches_the_exported_file(loss, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"rounding_loss": "fisher-mean"}, {"rounding_drop": 0.5}])
+def test_learned_rounding_reaches_the_exported_file(options, tmp_path):
     """--reconstruct-rounding alone is quant.reconstruct(steps=0, rounding_steps=N) (with
-    --rounding-loss, that rounding_loss): the packed file reloads to exactly that model, which
-    differs from the GPTQ-rounded one."""
+    --rounding-loss / --rounding-drop, that rounding_loss / rounding_drop): the packed file
+    reloads to exactly that model, which differs from the GPTQ-rounded one."""
     from quant.reconstruct import reconstruct
 
     data = write_image_folder(tmp_path / "data", per_class=4)
-    flag = [] if loss is None else ["--rounding-loss", loss]
+    flag = [x for k, v in options.items() for x in ("--" + k.replace("_", "-"), str(v))]
     assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W3A3", "--calib", "6",
                  "--reconstruct-rounding", "20", *flag, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     loaded = load_model(ARCH, model_kwargs=TINY)
@@ -27,8 +27,7 @@ def test_learned_rounding_reaches_the_exported_file(loss, tmp_path):
     reference = quant.quantize(loaded.model, "W3A3", calib)
     plain = quant.quantize(loaded.model, "W3A3", calib)
     report = []
-    reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report,
-                **({} if loss is None else {"rounding_loss": loss}))
+    reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report, **options)
     images = torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
     with torch.no_grad():
         exported = quant.load_packed(tmp_path / "out" / f"{ARCH}.safetensors")(images)
@@ -47,9 +46,16 @@ def test_zero_rounding_steps_are_refused_before_work(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--reconstruct-rounding", "5", "--rounding-loss", "l1"],
      "--rounding-loss: expected one of mse, fisher, fisher-mean, got 'l1'"),
-    (["--rounding-loss", "fisher"], "--rounding-loss applies to learned rounding only: add --reconstruct-rounding"),
+    (["--rounding-loss", "fisher"], "--rounding-loss only applies with learned rounding: add --reconstruct-rounding STEPS"),
+    (["--rounding-drop", "0.5", "--rounding-loss", "mse"],
+     "--rounding-loss and --rounding-drop only apply with learned rounding: add --reconstruct-rounding"),
+    (["--reconstruct-rounding", "5", "--rounding-drop", "1"], "--rounding-drop: expected a number in [0, 1), got 1.0"),
 ])
-def test_bad_rounding_loss_is_refused_before_work(args, message, tmp_path, capsys):
-    assert main(["export", "--model", "fmnist_vit", "--plan", "W4A4", *args, "--out", str(tmp_path)]) == 2
+def test_bad_rounding_options_are_refused_before_work(args, message, tmp_path, capsys):
+    try:  # argparse refuses a bad number by exiting, the option checks by returning
+        status = main(["export", "--model", "fmnist_vit", "--plan", "W4A4", *args, "--out", str(tmp_path)])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
