@@ -44,6 +44,7 @@ def _worker(model: str, bits: int, steps: int, dtype: str, out: Path) -> None:
     from mixqvit.datasets import load_calibration
     from mixqvit.loading import load_model
     from quant import QuantConfig, quantize
+    from quant.deploy.state import collect_state
     from quant.lsq import make_quantizers_learnable
     from quant.precision import computing_in
 
@@ -67,26 +68,10 @@ def _worker(model: str, bits: int, steps: int, dtype: str, out: Path) -> None:
             stack.enter_context(computing_in(net, cast))
         fits = rec.fit_rounding(qmodel, loaded.model, calib.to(cast), learned, steps,
                                 gen=torch.Generator().manual_seed(0))
-        codes = _codes(qmodel)  # in the fit's dtype: the hardened weights are grid values there
+    # back in float32: each hardened weight is its grid value up to float32 rounding
+    codes = {name: w.codes for name, w in collect_state(qmodel).weights.items()}
     torch.save({"trace": trace, "units": [f.block for f in fits], "codes": codes,
                 "capability": torch.backends.cpu.get_cpu_capability()}, out)
-
-
-def _codes(qmodel: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every quantized weight's integer codes on its quantizer's grid."""
-    from quant import quant_sites
-    from quant.quantizers import _broadcast
-
-    codes = {}
-    with torch.no_grad():
-        for name, site in quant_sites(qmodel).items():
-            wq = getattr(site, "weight_quant", None)
-            if wq is None or wq.bits is None:
-                continue
-            grid, w = wq.quantizer, site.weight
-            s, z = _broadcast(grid.scale, w, grid.channel_axis), _broadcast(grid.zero_point, w, grid.channel_axis)
-            codes[name] = torch.clamp(torch.round(w / s + z), grid.qmin, grid.qmax).to(torch.int16)
-    return codes
 
 
 def _compare(native: dict, other: dict) -> dict:
