@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -29,12 +28,13 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from allocator.atomic import write_json  # noqa: E402
 from benchmarks.export import OTHER_CPUS, _git_commit  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SETTINGS = {"native": {}, **OTHER_CPUS}
 CALIB = 256
-#: Evaluations after the first difference at which the largest difference so far is reported.
+#: Steps after the first difference at which the largest difference so far is reported.
 HORIZONS = (0, 50, 100, 200, 400, 800, 1600)
 
 
@@ -125,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python -m benchmarks.fit_divergence " + " ".join(argv if argv is not None else sys.argv[1:]),
               "commit": _git_commit(), "model": args.model, "bits": args.bits, "steps": args.steps,
               "dtype": args.dtype, "horizons": HORIZONS, "rows": rows}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"fit_divergence{'_' + args.tag if args.tag else ''}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    out = write_json(RESULTS_DIR / f"fit_divergence{'_' + args.tag if args.tag else ''}.json", result)
     print(f"wrote {out}")
     return 0
 

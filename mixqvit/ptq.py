@@ -19,7 +19,8 @@ DEFAULT_ROUNDING_STEPS = 200
 
 
 def add_ptq_args(p: argparse.ArgumentParser) -> None:
-    """``--preset`` (a ``QuantConfig`` preset), ``--reconstruct STEPS`` and ``--reconstruct-rounding STEPS``."""
+    """``--preset`` (a ``QuantConfig`` preset), ``--reconstruct STEPS`` and ``--reconstruct-rounding STEPS``
+    with its ``--rounding-loss`` and ``--rounding-drop``."""
     p.add_argument("--preset", default="default", metavar="NAME",
                    help="QuantConfig preset: default, repq (RepQ-ViT re-implemented), seq, v1 (default: default)")
     p.add_argument("--reconstruct", type=argtypes.positive_int, default=None, metavar="STEPS",
