@@ -87,10 +87,12 @@ class ModelBench:
     def _profile(self, verbose: bool) -> Profile:
         path = PROFILE_DIR / (f"{self.name}.json" if self.preset == "v1" else f"{self.name}_{self.preset}.json")
         if path.is_file():
+            from quant import QuantConfig
+
             profile = Profile.load(path)
-            recorded, wanted = profile.metadata.get("quant_config"), self.config.to_dict()
-            # a field the record lacks did not exist when it was profiled: only recorded fields can differ
-            if not isinstance(recorded, dict) or any(wanted.get(k, v) != v for k, v in recorded.items()):
+            recorded = profile.metadata.get("quant_config")
+            # a field the record lacks did not exist when it was profiled: it had its former meaning
+            if not isinstance(recorded, dict) or QuantConfig.from_record(recorded) != self.config:
                 raise ValueError(f"{path} was profiled with quantizer {recorded}, not preset {self.preset!r} "
                                  f"({self.config.to_dict()}); delete it to re-profile")
             return profile

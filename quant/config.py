@@ -11,7 +11,7 @@ from typing import Any, Literal
 from allocator.bits import bits_defect
 
 __all__ = ["QuantConfig", "RANGE_METHODS", "POST_LN_MODES", "SOFTMAX_QUANTIZERS", "WEIGHT_ROUNDINGS", "POST_LN_RANGES", "CALIB_DTYPES",
-           "PRESETS"]
+           "PRESETS", "VALUES_BEFORE_FIELD"]
 
 RANGE_METHODS = ("minmax", "percentile", "mse", "search")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
@@ -175,18 +175,40 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.from_dict: unknown fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**data)
 
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "QuantConfig":
+        """The configuration a record written by an earlier version (a profile's
+        ``metadata["quant_config"]``) was quantized with.
+
+        A field the record lacks did not exist yet, and what the quantizer did then is
+        :data:`VALUES_BEFORE_FIELD`'s value, not today's default: a profile recorded before
+        ``calib_dtype`` was calibrated in float32, not float64. Reading it with
+        :meth:`from_dict` would call it today's configuration and hide that its sensitivities
+        were measured with another quantizer. Unknown keys raise ``ValueError`` as there.
+        """
+        return cls.from_dict({**VALUES_BEFORE_FIELD, **data})
+
+
+#: What each field added after the first recorded configurations meant before it existed
+#: (:meth:`QuantConfig.from_record`): the folded post-LN range was the image of the channel
+#: ranges, weights were rounded to nearest, calibration was one pass in the model's dtype.
+VALUES_BEFORE_FIELD: dict[str, Any] = {
+    "post_ln_range": "fixed", "weight_rounding": "nearest", "gptq_damp": 0.01, "gptq_act_order": False,
+    "sequential": False, "calib_dtype": "model",
+}
+
 
 #: Named configurations for :meth:`QuantConfig.preset` (field -> value over the defaults).
 #: The default is bit-independent: calibrated once, any bits give what ``quantize`` gives at them
 #: (profiling measures what the plan gets). "seq" calibrates for the plan's bits (RepQ-ViT's
 #: per-channel post-LN search at those bits, sequential calibration): its sensitivity profile
 #: would be measured with other ranges than the ones it applies. "v1" is the default before
-#: issue 16.
+#: issue 16, calibrated in the model's dtype as it then was.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "seq": dict(post_ln_range="channel_search", sequential=True),
     "v1": dict(post_ln="clipped", post_ln_range="fixed", weight_method="mse", act_method="mse",
-               weight_symmetric=True, softmax="log2", weight_rounding="nearest"),
+               weight_symmetric=True, softmax="log2", weight_rounding="nearest", calib_dtype="model"),
     "repq": dict(post_ln="channel", post_ln_range="channel_search", weight_method="search", act_method="search",
                  weight_symmetric=False, act_symmetric=False, softmax="logsqrt2", calib_samples=2**22, sequential=True,
                  weight_rounding="nearest"),
