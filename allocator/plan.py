@@ -33,7 +33,10 @@ class Plan:
 
     ``w_bits``/``a_bits`` map layer name -> bits (matmul layers have ``w == a``); ``names``
     gives the order (as ``profile.names`` does; ``layer_info`` holds the ``LayerInfo`` rows, as
-    ``profile.layers`` does). ``avg_w_bits`` is parameter-weighted (pinned layers included),
+    ``profile.layers`` does). ``measured_with`` is the quantizer configuration the profile's
+    sensitivities were measured with (its ``metadata["quant_config"]``, None if it records none):
+    the plan is optimal for that quantizer's damage, so it travels with the plan and whoever
+    applies the plan can use it, or say that they apply another. ``avg_w_bits`` is parameter-weighted (pinned layers included),
     ``avg_a_bits`` MAC-weighted (activation bits cost where the MACs are),
     ``size_bytes`` = sum params * w / 8, ``bops`` = sum macs * w * a. ``costs`` holds totals of
     the profile's custom cost tables (e.g. latency) where computable. ``objective``/``bound``
@@ -53,6 +56,7 @@ class Plan:
     budget_satisfied: bool | None = None
     pinned: list[str] = field(default_factory=list)
     costs: dict[str, float] = field(default_factory=dict)
+    measured_with: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         defects: list[str] = []
@@ -135,7 +139,7 @@ class Plan:
                 w[layer.name], a[layer.name] = int(w_bits), int(a_bits)
         plan = cls(layer_info=list(profile.layers), w_bits=w, a_bits=a,
                    budget=f"uniform W{int(w_bits)}A{int(a_bits)}",
-                   pinned=[profile.layers[i].name for i in sorted(pins)])
+                   pinned=[profile.layers[i].name for i in sorted(pins)], measured_with=recorded_quantizer(profile))
         plan.costs = plan.custom_costs(profile)
         return plan
 
@@ -236,6 +240,7 @@ class Plan:
             "budget": self.budget,
             "budget_satisfied": self.budget_satisfied,
             "pinned": list(self.pinned),
+            "measured_with": self.measured_with,
         }
 
     @classmethod
@@ -262,7 +267,7 @@ class Plan:
                        solver=data.get("solver", "unknown"), status=data.get("status", "unknown"),
                        solve_time_s=float(data.get("solve_time_s", 0.0)), budget=data.get("budget"),
                        budget_satisfied=data.get("budget_satisfied"), pinned=list(data.get("pinned", [])),
-                       costs=costs)
+                       costs=costs, measured_with=data.get("measured_with"))
         except (KeyError, TypeError) as exc:
             raise PlanError(f"malformed plan{where}: missing or wrong field {exc}") from None
         except ProfileError as exc:
@@ -307,10 +312,19 @@ def _check_field_types(data: Mapping, where: str) -> None:
         defects.append(f"totals must be an object of numbers, got {str(totals)[:80]}")
     if not isinstance(data.get("pinned", []), list):
         defects.append(f"pinned must be a list of layer names, got {data.get('pinned')!r}")
+    if not isinstance(data.get("measured_with", {}), (Mapping, type(None))):
+        defects.append(f"measured_with must be an object (a quantizer configuration) or null, "
+                       f"got {data.get('measured_with')!r}")
     if data.get("budget_satisfied") not in (None, True, False):
         defects.append(f"budget_satisfied must be true, false or null, got {data.get('budget_satisfied')!r}")
     if defects:
         raise PlanError(f"malformed plan{where}: " + "; ".join(defects))
+
+
+def recorded_quantizer(profile: Profile) -> dict[str, Any] | None:
+    """The quantizer configuration ``profile`` records for its sensitivities (a copy), or None."""
+    recorded = profile.metadata.get("quant_config")
+    return dict(recorded) if isinstance(recorded, Mapping) else None
 
 
 def _histogram(values) -> str:

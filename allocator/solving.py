@@ -21,7 +21,7 @@ from .budget import Budget, Limit
 from .errors import BudgetInfeasibleError, ObjectiveError, UnknownSolverError
 from .objective import DEFAULT_ALPHA, Objective, check_alpha, loss_table
 from .options import OptionGrid, build_options
-from .plan import Plan
+from .plan import Plan, recorded_quantizer
 from .profile import Profile
 
 __all__ = ["solve", "solve_posed", "pose", "Posed", "decode", "joint_infeasibility", "check_solver_name", "usage_range"]
@@ -146,7 +146,7 @@ def decode(posed: Posed, sol: Solution) -> Plan:
         a_bits={layer.name: int(a[i]) for i, layer in enumerate(profile.layers)},
         objective=float(sol.objective), bound=float(sol.bound), objective_name=posed.objective_name,
         solver=sol.solver, status=sol.status, solve_time_s=float(sol.time_s), budget=str(posed.budget),
-        pinned=[profile.layers[i].name for i in sorted(grid.pins)],
+        pinned=[profile.layers[i].name for i in sorted(grid.pins)], measured_with=recorded_quantizer(profile),
     )
     plan.costs = plan.custom_costs(profile)
     usage = posed.problem.usage_of(sol.choice)

@@ -12,17 +12,23 @@ from typing import Any
 from . import argtypes
 from .errors import OptionError
 
-__all__ = ["add_ptq_args", "ptq_config", "quantize_from_args", "quantize_plan", "DEFAULT_ROUNDING_STEPS"]
+__all__ = ["add_preset_arg", "add_ptq_args", "ptq_config", "plan_config", "preset_config", "quantize_from_args",
+           "quantize_plan", "DEFAULT_ROUNDING_STEPS"]
 
 #: Adam steps per unit of learned rounding that the README and the demo recommend and measure.
 DEFAULT_ROUNDING_STEPS = 200
 
 
+def add_preset_arg(p: argparse.ArgumentParser, default: str | None, default_text: str) -> None:
+    """``--preset NAME``: the ``QuantConfig`` preset (read by :func:`preset_config`)."""
+    p.add_argument("--preset", default=default, metavar="NAME",
+                   help=f"QuantConfig preset: default, repq (RepQ-ViT re-implemented), seq, v1 (default: {default_text})")
+
+
 def add_ptq_args(p: argparse.ArgumentParser) -> None:
-    """``--preset`` (a ``QuantConfig`` preset), ``--reconstruct STEPS`` and ``--reconstruct-rounding STEPS``
-    with its ``--rounding-loss`` and ``--rounding-drop``."""
-    p.add_argument("--preset", default="default", metavar="NAME",
-                   help="QuantConfig preset: default, repq (RepQ-ViT re-implemented), seq, v1 (default: default)")
+    """``--preset`` (a ``QuantConfig`` preset; by default the plan's own), ``--reconstruct STEPS`` and
+    ``--reconstruct-rounding STEPS`` with its ``--rounding-loss`` and ``--rounding-drop``."""
+    add_preset_arg(p, None, "the quantizer the plan file's profile was measured with, else default")
     p.add_argument("--reconstruct", type=argtypes.positive_int, default=None, metavar="STEPS",
                    help="after calibration, fit every quantizer scale to the float model's outputs on the "
                    "calibration images for STEPS Adam steps (quant.reconstruct; ~0.1-0.2 s of CPU per step "
@@ -43,10 +49,19 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    "(default: 0, none)")
 
 
-def ptq_config(args: argparse.Namespace) -> Any:
-    """The ``QuantConfig`` named by ``--preset`` (checked before any model is loaded, as is
-    ``--rounding-loss``)."""
+def preset_config(name: str) -> Any:
+    """``QuantConfig.preset(name)``; an unknown name is an :class:`OptionError` listing the known ones."""
     from quant import QuantConfig
+
+    try:
+        return QuantConfig.preset(name)
+    except ValueError as exc:
+        raise OptionError(f"--preset: {exc}") from None
+
+
+def ptq_config(args: argparse.Namespace) -> Any:
+    """The ``QuantConfig`` named by ``--preset``, None without it (:func:`plan_config` then takes
+    the plan's); checked before any model is loaded, as are the rounding options."""
     from quant.reconstruct import LOSSES
 
     if args.rounding_loss is not None and args.rounding_loss not in LOSSES:
@@ -57,11 +72,49 @@ def ptq_config(args: argparse.Namespace) -> Any:
         named = " and ".join(rounding_only)
         raise OptionError(f"{named} only appl{'y' if len(rounding_only) > 1 else 'ies'} with learned rounding: add "
                           f"--reconstruct-rounding STEPS (e.g. {DEFAULT_ROUNDING_STEPS}) or drop {named}")
+    return None if args.preset is None else preset_config(args.preset)
+
+
+def plan_config(chosen: Any, plan: Any, say: Any = print) -> Any:
+    """The quantizer to apply ``plan`` with: ``chosen`` (from ``--preset``) when given, else the one
+    the plan's profile measured its sensitivities with (``Plan.measured_with``), else the default.
+
+    A plan is the optimum for the damage its profile measured, so applying it with another
+    quantizer is allowed (e.g. to compare quantizers on one plan) but said, with the fields that
+    differ and how to get a plan optimised for the quantizer chosen.
+    """
+    from quant import QuantConfig
+
+    recorded = None if isinstance(plan, str) or plan.measured_with is None else _recorded_config(plan.measured_with)
+    if chosen is None:
+        return recorded if recorded is not None else QuantConfig()
+    if recorded is not None and recorded != chosen:
+        differ = [k for k, v in chosen.to_dict().items() if getattr(recorded, k) != v]
+        say(f"warning: the plan was solved on sensitivities measured with {_config_name(recorded)}; --preset applies "
+            f"{_config_name(chosen)}, which differs in {', '.join(differ)}, so the plan is not optimised for it "
+            f"(for one that is, run `mixqvit profile --preset NAME` and solve again)")
+    return chosen
+
+
+def _recorded_config(record: dict) -> Any:
+    from quant import QuantConfig
+
+    from .errors import InputFileError
 
     try:
-        return QuantConfig.preset(args.preset)
-    except ValueError as exc:
-        raise OptionError(f"--preset: {exc}") from None
+        return QuantConfig.from_record(record)
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(f"the plan file's measured_with is not a quantizer configuration this version "
+                             f"reads ({exc}); pass --preset NAME to choose one") from None
+
+
+def _config_name(config: Any) -> str:
+    """``preset "NAME"`` for a configuration that is a preset, else ``a custom quantizer``."""
+    from quant import QuantConfig
+    from quant.config import PRESETS
+
+    names = [name for name in PRESETS if QuantConfig.preset(name) == config]
+    return f'preset "{names[0]}"' if names else "a custom quantizer"
 
 
 def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import MixQViTError
 from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_directory,
                        read_plan)
-from ..ptq import add_ptq_args, ptq_config, quantize_from_args
+from ..ptq import add_ptq_args, plan_config, ptq_config, quantize_from_args
 
 HELP = "quantize with a plan and write a deployable file: bit-packed safetensors or ONNX (QDQ)"
 DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W4A4 (PTQ calibration on a "
@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import load_calibration
     from ..loading import load_model
 
-    config = ptq_config(args)
+    chosen = ptq_config(args)
     plan = read_plan(args.plan)
+    config = plan_config(chosen, plan)
     out_dir = out_directory(args.out)
     check_data_path(args.data)
     weights = {"weights": args.weights} if getattr(args, "weights", None) else {}

@@ -5,6 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import add_data_args, add_model_args, add_quiet_arg, check_data_path, out_path
+from ..ptq import add_preset_arg, preset_config
 from ..runtime import add_runtime_args, setup
 
 HELP = "measure layer costs, importance and sensitivity -> profile.json"
@@ -35,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     approx.add_argument("--early-stop", action="store_true",
                         help="approximate sensitivity: stop each (layer, bits) pair once its mean is known to 5%% "
                         "or is negligible next to the layer's lowest-bit damage (images used recorded in the profile)")
+    add_preset_arg(p, "default", "default; the profile records it, and `solve` passes it on in the plan file, which "
+                   "`quantize` and `export` then apply")
     add_runtime_args(p, workers=False)
     add_quiet_arg(p)
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..timing import Timer
 
     runtime = setup(args)
+    config = preset_config(args.preset)
     out = out_path(args.out, "profile file")
     ckpt = out_path(args.checkpoint, "checkpoint file")
     check_data_path(args.data)
@@ -60,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         profile = profile_loaded(loaded, calib, bits=args.bits, verbose=not args.quiet, metric=args.metric,
                                  importance=not args.no_importance, seed=args.seed, batch_size=args.batch_size,
                                  checkpoint=None if ckpt is None else str(ckpt), anchor_bits=args.anchor_bits,
-                                 early_stop=EarlyStop() if args.early_stop else None)
+                                 early_stop=EarlyStop() if args.early_stop else None, config=config)
     if runtime.main:
         profile.save(out)
         procs = f" x {runtime.world_size} processes" if runtime.world_size > 1 else ""
         n = profile.metadata["calibration_size"]
         print(f"profiled {len(profile.layers)} layers of {loaded.name} at bits {list(profile.bits)} on "
-              f"{n} images in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
+              f"{n} images with preset {args.preset!r} in {t.seconds:.1f} s on {runtime.device}{procs}; wrote {out}")
     return 0

@@ -5,7 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import add_quantize_inputs, add_quiet_arg, check_data_path, out_path, read_plan
-from ..ptq import add_ptq_args, ptq_config, quantize_from_args
+from ..ptq import add_ptq_args, plan_config, ptq_config, quantize_from_args
 from ..runtime import add_runtime_args, setup
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from ..timing import Timer
 
     runtime = setup(args)
-    config = ptq_config(args)
+    chosen = ptq_config(args)
     plan = read_plan(args.plan)
+    config = plan_config(chosen, plan)
     out = out_path(args.out, "quantized model file")
     check_data_path(args.data)
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
