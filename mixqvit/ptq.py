@@ -83,9 +83,14 @@ def plan_config(chosen: Any, plan: Any, say: Any = print) -> Any:
     quantizer is allowed (e.g. to compare quantizers on one plan) but said, with the fields that
     differ and how to get a plan optimised for the quantizer chosen.
     """
-    from quant import QuantConfig
+    from quant import QuantConfig, measured_config
 
-    recorded = None if isinstance(plan, str) or plan.measured_with is None else _recorded_config(plan.measured_with)
+    from .errors import InputFileError
+
+    try:
+        recorded = measured_config(plan)
+    except ValueError as exc:
+        raise InputFileError(f"{exc}; pass --preset NAME to choose one") from None
     if chosen is None:
         return recorded if recorded is not None else QuantConfig()
     if recorded is not None and recorded != chosen:
@@ -94,18 +99,6 @@ def plan_config(chosen: Any, plan: Any, say: Any = print) -> Any:
             f"{_config_name(chosen)}, which differs in {', '.join(differ)}, so the plan is not optimised for it "
             f"(for one that is, run `mixqvit profile --preset NAME` and solve again)")
     return chosen
-
-
-def _recorded_config(record: dict) -> Any:
-    from quant import QuantConfig
-
-    from .errors import InputFileError
-
-    try:
-        return QuantConfig.from_record(record)
-    except (TypeError, ValueError) as exc:
-        raise InputFileError(f"the plan file's measured_with is not a quantizer configuration this version "
-                             f"reads ({exc}); pass --preset NAME to choose one") from None
 
 
 def _config_name(config: Any) -> str:

@@ -13,7 +13,7 @@ Public API::
 * :func:`qat` - quantization-aware training of a plan from its PTQ model (LSQ/LSQ+ quantizers,
   distillation from the float model, resumable checkpoints).
 """
-from .api import quantize, resolve_plan
+from .api import measured_config, quantize, resolve_plan
 from .config import QuantConfig
 from .data_utils import iter_batches, iter_images
 from .distill import qat_loss, teacher_logits
@@ -42,6 +42,7 @@ __all__ = [
     "quant_sites",
     "is_prepared",
     "quantize",
+    "measured_config",
     "plant_outliers",
     "PlanSwitcher",
     "resolve_plan",

@@ -21,7 +21,7 @@ from .errors import PlanMismatchError
 from .ranges import check_bits
 from .settle import recording_input_shape, settle_constant_inputs
 
-__all__ = ["quantize", "resolve_plan"]
+__all__ = ["measured_config", "quantize", "resolve_plan"]
 
 def _plan_dicts(plan: Any) -> tuple[dict, dict]:
     if not (hasattr(plan, "w_bits") and hasattr(plan, "a_bits")):
@@ -73,10 +73,25 @@ def resolve_plan(plan: Any, sites: list[LayerSite], config: QuantConfig = QuantC
     return out
 
 
-def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfig = QuantConfig(),
+def measured_config(plan: Any) -> QuantConfig | None:
+    """The quantizer ``plan`` was optimised for: the configuration its profile measured the
+    sensitivities with (``Plan.measured_with``, read by :meth:`QuantConfig.from_record`), or None
+    for a string plan or a plan that records none. An unreadable record raises ``ValueError``."""
+    recorded = getattr(plan, "measured_with", None)
+    if recorded is None:
+        return None
+    try:
+        return QuantConfig.from_record(dict(recorded))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the plan's measured_with is not a quantizer configuration this version reads ({exc})") from None
+
+
+def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfig | None = None,
              verbose: bool = False) -> nn.Module:
     """Post-training quantization: a new fake-quantized copy of ``model`` following ``plan``.
 
+    ``config`` None (the default) applies the quantizer the plan was optimised for
+    (:func:`measured_config`), else ``QuantConfig()``; give one to apply another.
     ``model`` is not modified. Steps: :func:`prepare` (copy, on the model's device),
     :func:`calibrate` on ``calib_data`` (one float pass; LayerNorm folding; the passes that
     ``config`` asks for) with each site at the plan's bits, then
@@ -85,6 +100,8 @@ def quantize(model: nn.Module, plan: Any, calib_data: Any, *, config: QuantConfi
     image at once). Deterministic for a given ``config.seed``. Returned in eval mode.
     The plan is checked against the model before any work is done.
     """
+    if config is None:
+        config = measured_config(plan) or QuantConfig()
     bits = resolve_plan(plan, find_quantizable_layers(model), config)
     qmodel = prepare(model, config)
     sites = quant_sites(qmodel)

@@ -48,3 +48,27 @@ def test_the_first_recorded_configuration_is_preset_v1():
 def test_an_unknown_field_is_refused():
     with pytest.raises(ValueError, match="unknown fields"):
         QuantConfig.from_record({"no_such_field": 1})
+
+
+def test_quantize_applies_the_quantizer_a_plan_was_optimised_for():
+    """``quantize(model, plan, data)`` without a config uses ``plan.measured_with``; a config given wins."""
+    import torch
+
+    import quant
+    from export_helpers import MixedPlan
+    from quant_helpers import build_tiny, make_images
+
+    model, calib, x = build_tiny("vit"), make_images(8), make_images(3, seed=9)
+    plan = MixedPlan(quant.find_quantizable_layers(model))
+    plan.measured_with = QuantConfig.preset("v1").to_dict()
+    assert quant.measured_config(plan) == QuantConfig.preset("v1")
+    with torch.no_grad():
+        implicit = quant.quantize(model, plan, calib)(x)
+        assert torch.equal(implicit, quant.quantize(model, plan, calib, config=QuantConfig.preset("v1"))(x))
+        default = quant.quantize(model, plan, calib, config=QuantConfig())(x)
+        assert not torch.equal(implicit, default)
+        plan.measured_with = None
+        assert torch.equal(quant.quantize(model, plan, calib)(x), default)
+    plan.measured_with = {"warp_drive": True}
+    with pytest.raises(ValueError, match="measured_with is not a quantizer configuration.*warp_drive"):
+        quant.quantize(model, plan, calib)
