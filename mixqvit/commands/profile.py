@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     approx.add_argument("--anchor-bits", type=argtypes.positive_int, default=None, metavar="B",
                         help="faster, approximate sensitivity: only bit-width B (one of --bits; the lowest is usual) "
                         "runs the whole network, the others are scaled from the error at the output of the layer's "
-                        "own transformer block (recorded in the profile; see README 'Profiling')")
+                        "own transformer block (recorded in the profile; see docs/benchmarks.md, 'Profiling')")
     approx.add_argument("--early-stop", action="store_true",
                         help="approximate sensitivity: stop each (layer, bits) pair once its mean is known to 5%% "
                         "or is negligible next to the layer's lowest-bit damage (images used recorded in the profile)")
