@@ -75,13 +75,14 @@ def ptq_config(args: argparse.Namespace) -> Any:
     return None if args.preset is None else preset_config(args.preset)
 
 
-def plan_config(chosen: Any, plan: Any, say: Any = print) -> Any:
+def plan_config(chosen: Any, plan: Any, say: Any = None) -> Any:
     """The quantizer to apply ``plan`` with: ``chosen`` (from ``--preset``) when given, else the one
     the plan's profile measured its sensitivities with (``Plan.measured_with``), else the default.
 
     A plan is the optimum for the damage its profile measured, so applying it with another
     quantizer is allowed (e.g. to compare quantizers on one plan) but said, with the fields that
-    differ and how to get a plan optimised for the quantizer chosen.
+    differ and how to get a plan optimised for the quantizer chosen (``say``, by default a
+    line on stderr, as the CLI's other warnings; once under torchrun).
     """
     from quant import QuantConfig, measured_config
 
@@ -95,10 +96,19 @@ def plan_config(chosen: Any, plan: Any, say: Any = print) -> Any:
         return recorded if recorded is not None else QuantConfig()
     if recorded is not None and recorded != chosen:
         differ = [k for k, v in chosen.to_dict().items() if getattr(recorded, k) != v]
-        say(f"warning: the plan was solved on sensitivities measured with {_config_name(recorded)}; --preset applies "
+        (say or _warn)(f"warning: the plan was solved on sensitivities measured with {_config_name(recorded)}; --preset applies "
             f"{_config_name(chosen)}, which differs in {', '.join(differ)}, so the plan is not optimised for it "
             f"(for one that is, run `mixqvit profile --preset NAME` and solve again)")
     return chosen
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    from quant.dist import is_main
+
+    if is_main():
+        print(line, file=sys.stderr, flush=True)
 
 
 def _config_name(config: Any) -> str:

@@ -60,12 +60,12 @@ def test_export_applies_the_plans_quantizer_unless_told_otherwise(v1_plan, tmp_p
     capsys.readouterr()
     with torch.no_grad():
         implicit = _quantized(tmp_path / "a", data, plan_path)(images)
-        assert "warning" not in capsys.readouterr().out
+        assert "warning: the plan" not in capsys.readouterr().err
         assert torch.equal(implicit, _reference(data, plan_path, QuantConfig.preset("v1"))(images))
         explicit = _quantized(tmp_path / "b", data, plan_path, "--preset", "default")(images)
         assert torch.equal(explicit, _reference(data, plan_path, QuantConfig())(images))
         assert not torch.equal(explicit, implicit)
-    warning = capsys.readouterr().out
+    warning = capsys.readouterr().err
     assert 'measured with preset "v1"; --preset applies preset "default"' in warning
     assert "weight_rounding" in warning and "mixqvit profile --preset NAME" in warning
 
