@@ -24,7 +24,6 @@ import platform  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from allocator.atomic import write_json  # noqa: E402
@@ -33,14 +32,6 @@ from allocator.joint import solve_joint  # noqa: E402
 from .planbench import MODELS, RESULTS_DIR, ModelBench, demo_budget, quiet  # noqa: E402
 
 SEED_STEP = 1000
-
-
-def top1(model: torch.nn.Module, mb: ModelBench, batch_size: int = 500) -> float:
-    """Top-1 of ``model`` on the bench's whole test set."""
-    with torch.no_grad():
-        hits = sum(int((model(mb.test_x[s:s + batch_size]).argmax(-1) == mb.test_y[s:s + batch_size]).sum())
-                   for s in range(0, len(mb.test_y), batch_size))
-    return hits / len(mb.test_y)
 
 
 def paired(mixed: list[float], uniform: list[float]) -> dict:
@@ -69,7 +60,7 @@ def run_budget(mb: ModelBench, b: int, seeds: list[int], steps: int, drop: float
             model = quantize_plan(mb.model, plan, mb.calib, mb.config, rounding_steps=steps,
                                   rounding_drop=drop or None, seed=seed)
             row["fit_cpu_s"].append(time.process_time() - cpu)
-            row["rounded"].append(top1(model, mb))
+            row["rounded"].append(float(mb.correct_of(model).mean()))
             del model
             print(f"[{mb.name}] W{b}A{b} {name} seed {seed}: {100 * row['rounded'][-1]:.2f} "
                   f"({row['fit_cpu_s'][-1]:.0f} s CPU)", flush=True)

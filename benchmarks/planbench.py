@@ -121,12 +121,17 @@ class ModelBench:
         """Per-test-image correctness (bool, 10,000) of the plan (cached)."""
         key = plan if isinstance(plan, str) else plan_key(plan)
         if key not in self._correct:
-            model = self.switcher.apply(plan) if plan != "float" else self.model
-            hits = [(model(self.test_x[s:s + batch_size]).argmax(-1) == self.test_y[s:s + batch_size])
-                    for s in range(0, len(self.test_y), batch_size)]
-            self._correct[key] = torch.cat(hits).numpy()
+            self._correct[key] = self.correct_of(self.switcher.apply(plan) if plan != "float" else self.model,
+                                                 batch_size)
             self._save_evals()
         return self._correct[key]
+
+    @torch.no_grad()
+    def correct_of(self, model: torch.nn.Module, batch_size: int = 500) -> np.ndarray:
+        """Per-test-image correctness (bool, 10,000) of any model (not cached: e.g. a rounded one)."""
+        hits = [(model(self.test_x[s:s + batch_size]).argmax(-1) == self.test_y[s:s + batch_size])
+                for s in range(0, len(self.test_y), batch_size)]
+        return torch.cat(hits).numpy()
 
     def _load_evals(self) -> None:
         """Evaluations cached by an earlier run with the same quantizer source and configuration."""
