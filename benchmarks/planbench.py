@@ -84,6 +84,14 @@ class ModelBench:
         self._correct: dict[tuple, np.ndarray] = {}
         self._load_evals()
 
+    def check_images(self, n: int) -> torch.Tensor:
+        """``n`` training images outside the calibration set, as ``mixqvit quantize
+        --reconstruct-check n`` draws them for the demo's calibration (256 images, seed 0)."""
+        from mixqvit.data import check_indices, load_fashion_mnist
+
+        train_x, train_y = load_fashion_mnist("train")
+        return train_x[check_indices(train_y, n, CALIB, SEED)].clone()
+
     def _profile(self, verbose: bool) -> Profile:
         path = PROFILE_DIR / (f"{self.name}.json" if self.preset == "v1" else f"{self.name}_{self.preset}.json")
         if path.is_file():

@@ -32,6 +32,7 @@ __all__ = [
     "FMNIST_MEAN",
     "FMNIST_STD",
     "calibration_indices",
+    "check_indices",
     "calibration_subset",
     "fashion_mnist_files",
     "image_folder",
@@ -196,6 +197,20 @@ def calibration_indices(labels: torch.Tensor | np.ndarray, n: int, seed: int = 0
             )
         chosen.append(members[torch.randperm(len(members), generator=gen)[:k]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def check_indices(labels: torch.Tensor | np.ndarray, n: int, calib_n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` class-balanced indices, seeded, sorted, none of them among
+    ``calibration_indices(labels, calib_n, seed)``: images to check a reconstruction on
+    (``quant.reconstruct``'s ``check_data``), which it must not have fitted."""
+    labels = torch.as_tensor(np.asarray(labels)).long().flatten()
+    free = torch.ones(len(labels), dtype=torch.bool)
+    free[calibration_indices(labels, calib_n, seed)] = False
+    pool = torch.nonzero(free).flatten()
+    if n > len(pool):
+        raise ValueError(f"{n} check images asked for, but only {len(pool)} are left after the {calib_n} calibration "
+                         "images; ask for fewer")
+    return pool[calibration_indices(labels[pool], n, seed)]
 
 
 def calibration_subset(

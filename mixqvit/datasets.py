@@ -176,6 +176,28 @@ def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int
     return _stack(dataset, idx.tolist(), "calibration")
 
 
+def load_check(loaded: LoadedModel, data: str | os.PathLike | None, n: int, calib_n: int,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` class-balanced, seeded images and labels from the pool :func:`load_calibration` draws
+    ``calib_n`` from (with the same ``seed``), none of them a calibration image: what a
+    reconstruction is checked on (``--reconstruct-check``)."""
+    if n < 1:
+        raise DataLoadError(f"--reconstruct-check must be at least 1 image (0 turns the check off), got {n}")
+    kind, root = _data_root(data, loaded)
+    if kind == "fashion-mnist":
+        images, labels = _fmnist_split(loaded, root, "train")
+    else:
+        dataset = _image_folder(root, loaded)
+        labels = torch.tensor(dataset.targets)
+    try:
+        idx = fmnist_data.check_indices(labels, n, calib_n, seed)
+    except ValueError as exc:
+        raise DataLoadError(f"--reconstruct-check {n}: {exc} (of {root or 'the Fashion-MNIST training split'})") from None
+    if kind == "fashion-mnist":
+        return images[idx].clone(), labels[idx].clone()
+    return _stack(dataset, idx.tolist(), "check")
+
+
 def load_test(loaded: LoadedModel, data: str | os.PathLike | None, limit: int | None = None,
               seed: int = 0) -> EvalData:
     """The evaluation set: the Fashion-MNIST test split (first ``limit`` images) or the ImageFolder.

@@ -37,13 +37,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .datasets import load_calibration, load_test
+from .datasets import load_calibration, load_check, load_test
 from .evaluation import evaluate_top1, profile_loaded
 from .loading import load_model
 from .timing import Timer
 from .errors import OptionError
 from .plots import plot_accuracy_vs_size, plot_bit_allocation, plot_profile_heatmaps
-from .ptq import DEFAULT_ROUNDING_STEPS, quantize_plan
+from .ptq import DEFAULT_CHECK_IMAGES, DEFAULT_ROUNDING_STEPS, quantize_plan
 from .report import Table, demo_table
 
 __all__ = ["run_demo", "DemoResult", "DEFAULT_BUDGETS", "DEFAULT_BITS"]
@@ -93,7 +93,8 @@ def _plan_source(choice, uniform) -> str:
 
 def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, data: str | None,
                bits: Sequence[int], budgets: Sequence[int], solver: str, seed: int,
-               verbose: bool, device: str = "cpu", rounding_steps: int = 0) -> tuple[list[dict[str, Any]], list[Path]]:
+               verbose: bool, device: str = "cpu", rounding_steps: int = 0,
+               check_images: int = 0) -> tuple[list[dict[str, Any]], list[Path]]:
     from allocator import NonBindingLimitWarning, Plan
     from allocator.joint import solve_joint
     from profiling import joint_damage
@@ -105,6 +106,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     name = loaded.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     calib = load_calibration(loaded, data, calib_n, seed)
+    check = load_check(loaded, data, check_images, calib_n, seed)[0] if rounding_steps and check_images else None
     test = load_test(loaded, data, test_limit)
     _log(verbose, f"[{name}] calibration: {len(calib[0])} images; test: {test.description}")
 
@@ -153,19 +155,23 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
                 acc = evaluate_top1(switcher.apply(plan), test, verbose=verbose, desc=f"{name} {method} {label}")
             stats = {"avg_w_bits": plan.avg_w_bits, "avg_a_bits": plan.avg_a_bits, "size_mb": plan.size_bytes / 1e6,
                      "gbops": plan.bops / 1e9}
-            acc_rounded = None
+            acc_rounded, rounding_kept = None, None
             if rounding_steps:
                 with Timer() as tr:
+                    report: list = []
                     rounded = quantize_plan(loaded.model, plan, calib[0], switcher.config, rounding_steps=rounding_steps,
-                                            seed=seed)
+                                            seed=seed, check=check, report=report)
+                    rounding_kept = report[-1].kept if check is not None else None
                     acc_rounded = evaluate_top1(rounded, test, verbose=verbose, desc=f"{name} {method} {label} rounded")
                 del rounded
                 points[f"{method} + rounding"].append((stats["size_mb"], acc_rounded, label))
                 _log(verbose, f"[{name}] {method:7s} {label}: top-1 {acc_rounded:.4f} with learned rounding "
-                              f"({rounding_steps} steps per unit, {tr.seconds:.0f} s)")
+                              f"({rounding_steps} steps per unit, {tr.seconds:.0f} s; "
+                              f"{'kept' if rounding_kept else 'put back by the held-out check'})")
             bucket.append({
                 "model": name, "method": method, "budget": label if method == "uniform" else f"<= {label}",
-                **stats, "top1": acc, "top1_rounded": acc_rounded, "calib_kl": calib_kl[method],
+                **stats, "top1": acc, "top1_rounded": acc_rounded, "rounding_kept": rounding_kept,
+                "calib_kl": calib_kl[method],
                 "plan_source": source if method == "mixed" else None,
                 "solver": solved_by[0] if method == "mixed" else None,
                 "solve_time_s": solved_by[1] if method == "mixed" else None,
@@ -193,13 +199,16 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
              out_dir: str | os.PathLike = "report", data: str | None = None,
              bits: Sequence[int] = DEFAULT_BITS, budgets: Sequence[int] = DEFAULT_BUDGETS,
              solver: str = "auto", seed: int = 0, verbose: bool = True, device: str = "cpu",
-             rounding_steps: int = DEFAULT_ROUNDING_STEPS) -> DemoResult:
+             rounding_steps: int = DEFAULT_ROUNDING_STEPS, check_images: int = DEFAULT_CHECK_IMAGES) -> DemoResult:
     """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts)
     on ``device``.
 
     With ``rounding_steps > 0`` every uniform and mixed plan is also quantized afresh and given
     learned rounding (``quant.reconstruct(..., rounding_steps=...)``, the ``--reconstruct-rounding``
-    of ``mixqvit quantize|export``), reported next to the calibrated model as "top-1 + rounding".
+    of ``mixqvit quantize|export``), reported next to the calibrated model as "top-1 + rounding";
+    with ``check_images > 0`` it is kept only if it lowers the KL from the float model on that many
+    images of the calibration pool outside the calibration set (``--reconstruct-check``), else
+    the row is the calibrated model's.
 
     Prints the table and returns it with the list of files written under ``out_dir``:
     ``demo.json``/``demo.md`` (the table), and per model ``<model>/profile.json``,
@@ -218,7 +227,7 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
     described: list[str] = []
     for name in names:
         r, f, description = _run_model(name, out, calib, test_limit, data, bits, budgets, solver, seed, verbose,
-                                       device, rounding_steps)
+                                       device, rounding_steps, check_images)
         rows += r
         files += f
         if description not in described:
@@ -237,9 +246,13 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
         "its solve time includes scoring the candidates.",
     ]
     if rounding_steps:
+        put_back = [f"{r['model']} {r['method']} {r['budget']}" for r in rows if r.get("rounding_kept") is False]
+        checked = (f", kept only if it lowers the KL from the float model on {check_images} images of the calibration "
+                   f"pool outside the calibration set (--reconstruct-check {check_images}); put back, so equal to "
+                   "top-1: " + (", ".join(put_back) if put_back else "none")) if check_images else ", unchecked"
         notes.append(f"top-1 + rounding: the same plan quantized with learned rounding ({rounding_steps} Adam steps per "
                      f"unit; mixqvit quantize|export --reconstruct-rounding {rounding_steps} --seed {seed} "
-                     f"--calib {calib} reproduces it).")
+                     f"--calib {calib} reproduces it){checked}.")
     table = demo_table(rows, title="Mix-QViT demo: uniform vs mixed precision", notes=notes)
     files += list(table.write(out, "demo"))
     print(table.to_text())

@@ -13,10 +13,12 @@ from . import argtypes
 from .errors import OptionError
 
 __all__ = ["add_preset_arg", "add_ptq_args", "ptq_config", "plan_config", "preset_config", "quantize_from_args",
-           "quantize_plan", "DEFAULT_ROUNDING_STEPS"]
+           "quantize_plan", "load_check_images", "describe_check", "DEFAULT_ROUNDING_STEPS", "DEFAULT_CHECK_IMAGES"]
 
 #: Adam steps per unit of learned rounding that the README and the demo recommend and measure.
 DEFAULT_ROUNDING_STEPS = 200
+#: Images (outside the calibration set) that a reconstruction is checked on unless told otherwise.
+DEFAULT_CHECK_IMAGES = 256
 
 
 def add_preset_arg(p: argparse.ArgumentParser, default: str | None, default_text: str) -> None:
@@ -47,6 +49,11 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    help="with --reconstruct-rounding, QDrop: while each unit is fitted, each of its quantized "
                    "activations stays float with probability P (0.5 measured; about 1.5x the fitting time) "
                    "(default: 0, none)")
+    p.add_argument("--reconstruct-check", type=argtypes.non_negative_int, default=None, metavar="N",
+                   help="with --reconstruct or --reconstruct-rounding, keep the reconstruction only if it lowers the KL "
+                   "divergence from the float model on N more images of the calibration pool that it was not fitted "
+                   "on (seeded like --calib, none of them a calibration image), else keep the calibrated model "
+                   f"(quant.reconstruct check_data); 0: no check (default: {DEFAULT_CHECK_IMAGES})")
 
 
 def preset_config(name: str) -> Any:
@@ -66,6 +73,9 @@ def ptq_config(args: argparse.Namespace) -> Any:
 
     if args.rounding_loss is not None and args.rounding_loss not in LOSSES:
         raise OptionError(f"--rounding-loss: expected one of {', '.join(LOSSES)}, got {args.rounding_loss!r}")
+    if args.reconstruct_check is not None and not (args.reconstruct or args.reconstruct_rounding):
+        raise OptionError("--reconstruct-check only applies with a reconstruction: add --reconstruct-rounding STEPS "
+                          f"(e.g. {DEFAULT_ROUNDING_STEPS}) or --reconstruct STEPS, or drop --reconstruct-check")
     rounding_only = [flag for flag, value in (("--rounding-loss", args.rounding_loss),
                                               ("--rounding-drop", args.rounding_drop)) if value is not None]
     if rounding_only and not args.reconstruct_rounding:
@@ -120,21 +130,53 @@ def _config_name(config: Any) -> str:
     return f'preset "{names[0]}"' if names else "a custom quantizer"
 
 
-def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool) -> Any:
-    """:func:`quantize_plan` with the options of :func:`add_ptq_args` (``config`` from :func:`ptq_config`)."""
-    return quantize_plan(model, plan, calib, config, reconstruct_steps=args.reconstruct or 0,
-                         rounding_steps=args.reconstruct_rounding or 0, rounding_loss=args.rounding_loss,
-                         rounding_drop=args.rounding_drop, seed=args.seed, verbose=verbose)
+def load_check_images(args: argparse.Namespace, loaded: Any) -> Any:
+    """The images ``--reconstruct-check`` asks for (by default :data:`DEFAULT_CHECK_IMAGES`), or None
+    without a reconstruction or with ``--reconstruct-check 0``."""
+    from .datasets import load_check
+
+    n = DEFAULT_CHECK_IMAGES if args.reconstruct_check is None else args.reconstruct_check
+    if not (args.reconstruct or args.reconstruct_rounding) or n == 0:
+        return None
+    return load_check(loaded, args.data, n, args.calib, args.seed)[0]
+
+
+def describe_check(report: list) -> str | None:
+    """One line on the held-out check of a reconstruction (the last record of ``report``), or None."""
+    from quant.reconstruct import HeldOutCheck
+
+    verdict = report[-1] if report and isinstance(report[-1], HeldOutCheck) else None
+    if verdict is None:
+        return None
+    kl = f"KL from the float model on {verdict.images} held-out images {verdict.kl_before:.4f} -> {verdict.kl_after:.4f}"
+    return (f"reconstruction kept ({kl})" if verdict.kept
+            else f"reconstruction put back, the calibrated model is kept ({kl})")
+
+
+def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: Any, calib: Any, verbose: bool,
+                       check: Any = None) -> Any:
+    """:func:`quantize_plan` with the options of :func:`add_ptq_args` (``config`` from :func:`ptq_config`,
+    ``check`` from :func:`load_check_images`); says how the check went when ``verbose``."""
+    report: list = []
+    qmodel = quantize_plan(model, plan, calib, config, reconstruct_steps=args.reconstruct or 0,
+                           rounding_steps=args.reconstruct_rounding or 0, rounding_loss=args.rounding_loss,
+                           rounding_drop=args.rounding_drop, seed=args.seed, verbose=verbose, check=check,
+                           report=report)
+    line = describe_check(report)
+    if verbose and line:
+        print(line, flush=True)
+    return qmodel
 
 
 def quantize_plan(model: Any, plan: Any, calib: Any, config: Any, *, reconstruct_steps: int = 0,
                   rounding_steps: int = 0, rounding_loss: str | None = None, rounding_drop: float | None = None,
-                  seed: int = 0, verbose: bool = False) -> Any:
+                  seed: int = 0, verbose: bool = False, check: Any = None, report: list | None = None) -> Any:
     """``quant.quantize`` with ``config``, then reconstruction when asked (learned rounding first,
     with ``rounding_loss`` and ``rounding_drop`` when given, else ``quant.reconstruct``'s
-    defaults; then the scales). The demo's rounded rows come from here too, so ``mixqvit
-    quantize|export --reconstruct-rounding N`` with the demo's seed and calibration images
-    rebuilds them."""
+    defaults; then the scales), kept only if it does better on the ``check`` images when given
+    (``quant.reconstruct``'s ``check_data``; its records go to ``report``). The demo's rounded
+    rows come from here too, so ``mixqvit quantize|export --reconstruct-rounding N`` with the
+    demo's seed and calibration images rebuilds them."""
     from quant import quantize
     from quant.reconstruct import reconstruct
 
@@ -142,5 +184,5 @@ def quantize_plan(model: Any, plan: Any, calib: Any, config: Any, *, reconstruct
     if reconstruct_steps or rounding_steps:
         given = {k: v for k, v in (("rounding_loss", rounding_loss), ("rounding_drop", rounding_drop)) if v is not None}
         reconstruct(qmodel, model, calib, steps=reconstruct_steps, rounding_steps=rounding_steps, seed=seed,
-                    verbose=verbose, **given)
+                    verbose=verbose, check_data=check, report=report, **given)
     return qmodel

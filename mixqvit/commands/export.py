@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import MixQViTError
 from ..options import (add_data_args, add_model_args, add_plan_arg, add_quiet_arg, check_data_path, out_directory,
                        read_plan)
-from ..ptq import add_ptq_args, plan_config, ptq_config, quantize_from_args
+from ..ptq import add_ptq_args, load_check_images, plan_config, ptq_config, quantize_from_args
 
 HELP = "quantize with a plan and write a deployable file: bit-packed safetensors or ONNX (QDQ)"
 DESCRIPTION = ("Quantize a model with a plan JSON or a uniform setting such as W4A4 (PTQ calibration on a "
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, **weights)
     arch, kwargs = architecture_of(loaded) if args.format == "packed" else (None, None)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
-    qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet)
+    qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet,
+                                check=load_check_images(args, loaded))
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", loaded.name)
     path = out_dir / f"{slug}.{'safetensors' if args.format == 'packed' else 'onnx'}"
     result = export(qmodel, path, format=args.format, plan=plan, arch=arch, model_kwargs=kwargs)

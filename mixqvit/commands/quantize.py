@@ -5,7 +5,7 @@ import argparse
 
 from .. import argtypes
 from ..options import add_quantize_inputs, add_quiet_arg, check_data_path, out_path, read_plan
-from ..ptq import add_ptq_args, plan_config, ptq_config, quantize_from_args
+from ..ptq import add_ptq_args, load_check_images, plan_config, ptq_config, quantize_from_args
 from ..runtime import add_runtime_args, setup
 
 HELP = "apply a plan (or W4A4) with PTQ calibration; optionally evaluate"
@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.pretrained, args.model_kwargs, args.weights)
     loaded.model.to(runtime.device)
     calib = load_calibration(loaded, args.data, args.calib, args.seed)
+    check = load_check_images(args, loaded)
     test = load_test(loaded, args.data, args.test_limit, args.seed) if args.eval else None
     if test is not None and runtime.main:
         warn_if_classes_differ(loaded.model, test)
     with Timer() as t:
-        qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet and runtime.main)
+        qmodel = quantize_from_args(args, config, loaded.model, plan, calib[0], verbose=not args.quiet and runtime.main,
+                                    check=check)
         with torch.no_grad():  # the first forward derives any ranges left lazy: part of the cost
             qmodel(calib[0][:1].to(runtime.device))
     label = plan if isinstance(plan, str) else (plan.budget or "plan")
