@@ -106,7 +106,8 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     name = loaded.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     calib = load_calibration(loaded, data, calib_n, seed)
-    check = load_check(loaded, data, check_images, calib_n, seed)[0] if rounding_steps and check_images else None
+    check = load_check(loaded, data, check_images, calib_n, seed, up_to=True) if rounding_steps and check_images else None
+    check = None if check is None else check[0]
     test = load_test(loaded, data, test_limit)
     _log(verbose, f"[{name}] calibration: {len(calib[0])} images; test: {test.description}")
 
@@ -127,7 +128,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     rows: list[dict[str, Any]] = [{
         "model": name, "method": "float", "budget": "FP32", "avg_w_bits": 32.0, "avg_a_bits": 32.0,
         "size_mb": profile.total_params * 4 / 1e6, "gbops": profile.total_macs * 32 * 32 / 1e9, "top1": acc_float,
-        "top1_rounded": None,
+        "top1_rounded": None, "rounding_kept": None,
         "solver": None, "solve_time_s": None,
     }]
     uniform_rows, mixed_rows, allocations = [], [], {}

@@ -53,7 +53,7 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    help="with --reconstruct or --reconstruct-rounding, keep the reconstruction only if it lowers the KL "
                    "divergence from the float model on N more images of the calibration pool that it was not fitted "
                    "on (seeded like --calib, none of them a calibration image), else keep the calibrated model "
-                   f"(quant.reconstruct check_data); 0: no check (default: {DEFAULT_CHECK_IMAGES})")
+                   f"(quant.reconstruct check_data); 0: no check (default: {DEFAULT_CHECK_IMAGES}, or as many as are left)")
 
 
 def preset_config(name: str) -> Any:
@@ -131,14 +131,16 @@ def _config_name(config: Any) -> str:
 
 
 def load_check_images(args: argparse.Namespace, loaded: Any) -> Any:
-    """The images ``--reconstruct-check`` asks for (by default :data:`DEFAULT_CHECK_IMAGES`), or None
-    without a reconstruction or with ``--reconstruct-check 0``."""
+    """The images ``--reconstruct-check N`` asks for (an error if the pool outside the calibration
+    set has fewer), by default up to :data:`DEFAULT_CHECK_IMAGES` of them; None without a
+    reconstruction, with ``--reconstruct-check 0``, or by default when no image is left."""
     from .datasets import load_check
 
     n = DEFAULT_CHECK_IMAGES if args.reconstruct_check is None else args.reconstruct_check
     if not (args.reconstruct or args.reconstruct_rounding) or n == 0:
         return None
-    return load_check(loaded, args.data, n, args.calib, args.seed)[0]
+    check = load_check(loaded, args.data, n, args.calib, args.seed, up_to=args.reconstruct_check is None)
+    return None if check is None else check[0]
 
 
 def describe_check(report: list) -> str | None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from allocator import Plan, solve
-from mixqvit.datasets import EvalData, load_calibration, load_test
+from mixqvit.datasets import EvalData, load_calibration, load_check, load_test
 from mixqvit.evaluation import evaluate_top1, profile_loaded
 from mixqvit.checkpoints import save_checkpoint
 from mixqvit.loading import load_model
@@ -167,13 +167,22 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     assert mixed_w2a2.names == [l["name"] for l in profile_names]
     assert mixed_w2a2.pinned == [], "the mixed plan chooses the bits the uniform baseline pins"
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
-    # the rounded column is what `mixqvit quantize --reconstruct-rounding 2` gives for that plan
+    # the rounded column is what `mixqvit quantize --reconstruct-rounding 2` gives for that plan: checked
+    # on the folder's images outside the calibration set, kept or put back as the row and the note say
     assert by[("float", "FP32")]["top1_rounded"] is None
     loaded = load_model(str(ckpt))
     calib = load_calibration(loaded, str(image_folder), 12, seed=0)
-    rebuilt = quantize_plan(loaded.model, mixed_w2a2, calib[0], QuantConfig(), rounding_steps=2, seed=0)
+    check = load_check(loaded, str(image_folder), 256, 12, seed=0, up_to=True)[0]
+    report: list = []
+    rebuilt = quantize_plan(loaded.model, mixed_w2a2, calib[0], QuantConfig(), rounding_steps=2, seed=0, check=check,
+                            report=report)
     top1 = 100 * evaluate_top1(rebuilt, load_test(loaded, str(image_folder)), verbose=False)
     assert by[("mixed", "W2A2")]["top1_rounded"] == pytest.approx(top1, abs=1e-9)
+    kept = {(r["method"], r["budget"]): r["rounding_kept"] for r in result.rows}
+    assert kept[("mixed", "<= W2A2")] is report[-1].kept and kept[("float", "FP32")] is None
+    put_back = [f"{r['model']} {r['method']} {r['budget']}" for r in result.rows if r["rounding_kept"] is False]
+    note = next(n for n in table["notes"] if n.startswith("top-1 + rounding"))
+    assert note.endswith("put back, so equal to top-1: " + (", ".join(put_back) or "none") + ".")
 
 
 def test_demo_without_rounding_leaves_the_column_empty(tiny, image_folder, tmp_path):
@@ -181,6 +190,7 @@ def test_demo_without_rounding_leaves_the_column_empty(tiny, image_folder, tmp_p
     result = run_demo([str(ckpt)], calib=12, out_dir=tmp_path / "report", data=str(image_folder), bits=(2, 8),
                       budgets=(2,), verbose=False, rounding_steps=0)
     assert [r["top1_rounded"] for r in result.rows] == [None, None, None]
+    assert [r["rounding_kept"] for r in result.rows] == [None, None, None]
 
 
 @pytest.mark.recorded
