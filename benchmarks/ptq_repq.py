@@ -93,6 +93,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-drop": ("default", {}),
     "default+round-fisher": ("default", {}),
     "default+round-fishermean": ("default", {}),
+    "default+round-decided": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -108,7 +109,10 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          "default+round-drop": dict(rounding_steps=200, steps=0, rounding_drop=0.5),
          # the unit stage with each output element's error weighted by its squared output gradient
          "default+round-fisher": dict(rounding_steps=200, steps=0, rounding_loss="fisher"),
-         "default+round-fishermean": dict(rounding_steps=200, steps=0, rounding_loss="fisher-mean")}
+         "default+round-fishermean": dict(rounding_steps=200, steps=0, rounding_loss="fisher-mean"),
+         # the rounding variables at 10x the learning rate and 100x the regulariser: with the defaults
+         # 200 Adam steps move each V by at most ~2, and 85-90% of the offsets end undecided
+         "default+round-decided": dict(rounding_steps=200, steps=0, rounding_lr=0.1, rounding_reg=1.0)}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:
