@@ -36,6 +36,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -94,6 +95,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-fisher": ("default", {}),
     "default+round-fishermean": ("default", {}),
     "default+round-decided": ("default", {}),
+    "default+round-checked": ("default", {}),
+    "default+round-drop-checked": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -112,7 +115,24 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          "default+round-fishermean": dict(rounding_steps=200, steps=0, rounding_loss="fisher-mean"),
          # the rounding variables at 10x the learning rate and 100x the regulariser: with the defaults
          # 200 Adam steps move each V by at most ~2, and 85-90% of the offsets end undecided
-         "default+round-decided": dict(rounding_steps=200, steps=0, rounding_lr=0.1, rounding_reg=1.0)}
+         "default+round-decided": dict(rounding_steps=200, steps=0, rounding_lr=0.1, rounding_reg=1.0),
+         # the unit stage (without / with QDrop) kept only if it lowers the KL from the float model on
+         # 256 training images outside the calibration set, as `mixqvit quantize` does by default
+         "default+round-checked": dict(rounding_steps=200, steps=0, check_images=256),
+         "default+round-drop-checked": dict(rounding_steps=200, steps=0, rounding_drop=0.5, check_images=256)}
+
+
+def with_check_data(recon: dict | None, n_calib: int, seed: int) -> dict | None:
+    """``recon`` with its ``check_images`` count replaced by those images: drawn from the training
+    split outside the calibration draw of ``n_calib`` images (``seed``), as ``mixqvit quantize
+    --reconstruct-check N`` draws them."""
+    if not recon or "check_images" not in recon:
+        return recon
+    from mixqvit.data import check_indices, load_fashion_mnist
+
+    train_x, train_y = load_fashion_mnist("train")
+    idx = check_indices(train_y, recon["check_images"], n_calib, seed)
+    return {k: v for k, v in recon.items() if k != "check_images"} | {"check_data": train_x[idx].clone()}
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:
@@ -125,12 +145,13 @@ def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:
 def run_cell(model: torch.nn.Module, bits: int, calib: torch.Tensor, cfg: QuantConfig, test_x: torch.Tensor,
              ref: torch.Tensor, test_y: torch.Tensor, recon: dict | None = None, fit_seed: int = 0) -> dict:
     t, c = time.perf_counter(), time.process_time()
-    qmodel = quantize(model, f"W{bits}A{bits}", calib, config=cfg)
+    qmodel, report = quantize(model, f"W{bits}A{bits}", calib, config=cfg), []
     if recon:
-        reconstruct(qmodel, model, calib, seed=fit_seed, **recon)
+        reconstruct(qmodel, model, calib, seed=fit_seed, report=report, **recon)
     logits(qmodel, test_x[:1])
     calib_s, calib_cpu_s = time.perf_counter() - t, time.process_time() - c
-    return {"calib_s": calib_s, "calib_cpu_s": calib_cpu_s, **evaluate(logits(qmodel, test_x), ref, test_y)}
+    checked = {"check": dataclasses.asdict(report[-1])} if recon and "check_data" in recon else {}
+    return {"calib_s": calib_s, "calib_cpu_s": calib_cpu_s, **checked, **evaluate(logits(qmodel, test_x), ref, test_y)}
 
 
 def write_json(result: dict, out: Path) -> None:
@@ -167,7 +188,8 @@ def run(models: list[str], bits: list[int], settings: list[str], methods: list[s
                         fit_seed = seed + 1000 * k
                         row = {"model": name, "setting": setting, "bits": b, "method": method, "calib_seed": seed,
                                "fit_seed": fit_seed, "float_top1": float((ref.argmax(1) == test_y).float().mean()),
-                               **run_cell(model, b, calib, cfg, test_x, ref, test_y, RECON.get(method), fit_seed)}
+                               **run_cell(model, b, calib, cfg, test_x, ref, test_y,
+                                          with_check_data(RECON.get(method), n_calib, seed), fit_seed)}
                         rows.append(row)
                         if partial is not None:
                             write_json({"complete": False, "rows": rows}, partial)
