@@ -199,26 +199,24 @@ def calibration_indices(labels: torch.Tensor | np.ndarray, n: int, seed: int = 0
     return torch.sort(torch.cat(chosen)).values
 
 
-def check_indices(labels: torch.Tensor | np.ndarray, n: int, calib_n: int, seed: int = 0,
-                  up_to: bool = False) -> torch.Tensor:
+def check_indices(labels: torch.Tensor | np.ndarray, n: int, calib_n: int, seed: int = 0) -> torch.Tensor:
     """``n`` indices, seeded, sorted, none of them among ``calibration_indices(labels, calib_n,
     seed)``: images to check a reconstruction on (``quant.reconstruct``'s ``check_data``), which
     it must not have fitted. As balanced over the classes as what is left allows: each class
     gets the same share, a class with fewer left gives them all and the rest is shared among
-    the others (one more for some, drawn at random). With ``up_to``, as many as are left when
-    that is fewer than ``n`` (possibly none); otherwise that is an error."""
+    the others (one more for some, drawn at random). More than are left is an error."""
     labels = torch.as_tensor(np.asarray(labels)).long().flatten()
     free = torch.ones(len(labels), dtype=torch.bool)
     free[calibration_indices(labels, calib_n, seed)] = False
     pool = torch.nonzero(free).flatten()
-    if n > len(pool) and not up_to:
+    if n > len(pool):
         raise ValueError(f"{n} check images asked for, but only {len(pool)} are left after the {calib_n} calibration "
                          "images; ask for fewer")
     gen = torch.Generator().manual_seed(seed)
     members = [pool[labels[pool] == c] for c in torch.unique(labels[pool]).tolist()]
     left = torch.tensor([len(m) for m in members], dtype=torch.long)
     quota = torch.zeros_like(left)
-    wanted = min(n, len(pool))
+    wanted = n
     while wanted > int(quota.sum()):
         room = torch.nonzero(quota < left).flatten()
         share = (wanted - int(quota.sum())) // len(room)
@@ -227,7 +225,7 @@ def check_indices(labels: torch.Tensor | np.ndarray, n: int, calib_n: int, seed:
             break
         quota[room] = torch.minimum(quota[room] + share, left[room])
     chosen = [m[torch.randperm(len(m), generator=gen)[:k]] for m, k in zip(members, quota.tolist())]
-    return torch.sort(torch.cat(chosen)).values if chosen else pool[:0]
+    return torch.sort(torch.cat(chosen)).values
 
 
 def calibration_subset(

@@ -177,11 +177,10 @@ def load_calibration(loaded: LoadedModel, data: str | os.PathLike | None, n: int
 
 
 def load_check(loaded: LoadedModel, data: str | os.PathLike | None, n: int, calib_n: int,
-               seed: int = 0, up_to: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` class-balanced, seeded images and labels from the pool :func:`load_calibration` draws
     ``calib_n`` from (with the same ``seed``), none of them a calibration image: what a
-    reconstruction is checked on (``--reconstruct-check``). With ``up_to``, as many as the pool
-    has left (None when it has none: a small image folder)."""
+    reconstruction is checked on (``--reconstruct-check``)."""
     if n < 1:
         raise DataLoadError(f"--reconstruct-check must be at least 1 image (0 turns the check off), got {n}")
     kind, root = _data_root(data, loaded)
@@ -191,11 +190,9 @@ def load_check(loaded: LoadedModel, data: str | os.PathLike | None, n: int, cali
         dataset = _image_folder(root, loaded)
         labels = torch.tensor(dataset.targets)
     try:
-        idx = fmnist_data.check_indices(labels, n, calib_n, seed, up_to)
+        idx = fmnist_data.check_indices(labels, n, calib_n, seed)
     except ValueError as exc:
         raise DataLoadError(f"--reconstruct-check {n}: {exc} (of {root or 'the Fashion-MNIST training split'})") from None
-    if not len(idx):
-        return None
     if kind == "fashion-mnist":
         return images[idx].clone(), labels[idx].clone()
     return _stack(dataset, idx.tolist(), "check")

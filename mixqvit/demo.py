@@ -43,7 +43,7 @@ from .loading import load_model
 from .timing import Timer
 from .errors import OptionError
 from .plots import plot_accuracy_vs_size, plot_bit_allocation, plot_profile_heatmaps
-from .ptq import DEFAULT_CHECK_IMAGES, DEFAULT_ROUNDING_STEPS, quantize_plan
+from .ptq import DEFAULT_ROUNDING_STEPS, quantize_plan
 from .report import Table, demo_table
 
 __all__ = ["run_demo", "DemoResult", "DEFAULT_BUDGETS", "DEFAULT_BITS"]
@@ -106,8 +106,7 @@ def _run_model(spec: str, out_dir: Path, calib_n: int, test_limit: int | None, d
     name = loaded.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     calib = load_calibration(loaded, data, calib_n, seed)
-    check = load_check(loaded, data, check_images, calib_n, seed, up_to=True) if rounding_steps and check_images else None
-    check = None if check is None else check[0]
+    check = load_check(loaded, data, check_images, calib_n, seed)[0] if rounding_steps and check_images else None
     test = load_test(loaded, data, test_limit)
     _log(verbose, f"[{name}] calibration: {len(calib[0])} images; test: {test.description}")
 
@@ -200,7 +199,7 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
              out_dir: str | os.PathLike = "report", data: str | None = None,
              bits: Sequence[int] = DEFAULT_BITS, budgets: Sequence[int] = DEFAULT_BUDGETS,
              solver: str = "auto", seed: int = 0, verbose: bool = True, device: str = "cpu",
-             rounding_steps: int = DEFAULT_ROUNDING_STEPS, check_images: int = DEFAULT_CHECK_IMAGES) -> DemoResult:
+             rounding_steps: int = DEFAULT_ROUNDING_STEPS, check_images: int = 0) -> DemoResult:
     """Run the demo on ``models`` (None = all shipped models; any name `mixqvit.loading.load_model` accepts)
     on ``device``.
 
@@ -250,7 +249,7 @@ def run_demo(models: Sequence[str] | None = ("fmnist_vit",), calib: int = 256, t
         put_back = [f"{r['model']} {r['method']} {r['budget']}" for r in rows if r.get("rounding_kept") is False]
         checked = (f", kept only if it lowers the KL from the float model on {check_images} images of the calibration "
                    f"pool outside the calibration set (--reconstruct-check {check_images}); put back, so equal to "
-                   "top-1: " + (", ".join(put_back) if put_back else "none")) if check_images else ", unchecked"
+                   "top-1: " + (", ".join(put_back) if put_back else "none")) if check_images else ""
         notes.append(f"top-1 + rounding: the same plan quantized with learned rounding ({rounding_steps} Adam steps per "
                      f"unit; mixqvit quantize|export --reconstruct-rounding {rounding_steps} --seed {seed} "
                      f"--calib {calib} reproduces it){checked}.")

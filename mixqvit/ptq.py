@@ -13,12 +13,10 @@ from . import argtypes
 from .errors import OptionError
 
 __all__ = ["add_preset_arg", "add_ptq_args", "ptq_config", "plan_config", "preset_config", "quantize_from_args",
-           "quantize_plan", "load_check_images", "describe_check", "DEFAULT_ROUNDING_STEPS", "DEFAULT_CHECK_IMAGES"]
+           "quantize_plan", "load_check_images", "describe_check", "DEFAULT_ROUNDING_STEPS"]
 
 #: Adam steps per unit of learned rounding that the README and the demo recommend and measure.
 DEFAULT_ROUNDING_STEPS = 200
-#: Images (outside the calibration set) that a reconstruction is checked on unless told otherwise.
-DEFAULT_CHECK_IMAGES = 256
 
 
 def add_preset_arg(p: argparse.ArgumentParser, default: str | None, default_text: str) -> None:
@@ -49,11 +47,12 @@ def add_ptq_args(p: argparse.ArgumentParser) -> None:
                    help="with --reconstruct-rounding, QDrop: while each unit is fitted, each of its quantized "
                    "activations stays float with probability P (0.5 measured; about 1.5x the fitting time) "
                    "(default: 0, none)")
-    p.add_argument("--reconstruct-check", type=argtypes.non_negative_int, default=None, metavar="N",
+    p.add_argument("--reconstruct-check", type=argtypes.positive_int, default=None, metavar="N",
                    help="with --reconstruct or --reconstruct-rounding, keep the reconstruction only if it lowers the KL "
                    "divergence from the float model on N more images of the calibration pool that it was not fitted "
                    "on (seeded like --calib, none of them a calibration image), else keep the calibrated model "
-                   f"(quant.reconstruct check_data); 0: no check (default: {DEFAULT_CHECK_IMAGES}, or as many as are left)")
+                   "(quant.reconstruct check_data; a guard of fidelity to the float model, which on the shipped models "
+                   "moved top-1 by -0.34 to +0.31 per fit; 256 measured) (default: no check)")
 
 
 def preset_config(name: str) -> Any:
@@ -132,15 +131,12 @@ def _config_name(config: Any) -> str:
 
 def load_check_images(args: argparse.Namespace, loaded: Any) -> Any:
     """The images ``--reconstruct-check N`` asks for (an error if the pool outside the calibration
-    set has fewer), by default up to :data:`DEFAULT_CHECK_IMAGES` of them; None without a
-    reconstruction, with ``--reconstruct-check 0``, or by default when no image is left."""
+    set has fewer), or None without it."""
     from .datasets import load_check
 
-    n = DEFAULT_CHECK_IMAGES if args.reconstruct_check is None else args.reconstruct_check
-    if not (args.reconstruct or args.reconstruct_rounding) or n == 0:
+    if args.reconstruct_check is None:
         return None
-    check = load_check(loaded, args.data, n, args.calib, args.seed, up_to=args.reconstruct_check is None)
-    return None if check is None else check[0]
+    return load_check(loaded, args.data, args.reconstruct_check, args.calib, args.seed)[0]
 
 
 def describe_check(report: list) -> str | None:

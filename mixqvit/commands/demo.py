@@ -6,7 +6,7 @@ import argparse
 from .. import argtypes
 from ..options import out_directory
 from ..runtime import add_runtime_args, setup
-from ..ptq import DEFAULT_CHECK_IMAGES, DEFAULT_ROUNDING_STEPS
+from ..ptq import DEFAULT_ROUNDING_STEPS
 from .profile import DEFAULT_BITS
 
 HELP = "end-to-end demo: uniform vs mixed at 2/3/4/6 bits, table + plots"
@@ -29,10 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="STEPS", help="also quantize every plan with learned rounding, STEPS Adam steps per unit, "
                    f"and report it as 'top-1 + rounding' (~30-40 s of CPU per plan; 0 skips it; default "
                    f"{DEFAULT_ROUNDING_STEPS})")
-    p.add_argument("--reconstruct-check", type=argtypes.non_negative_int, default=DEFAULT_CHECK_IMAGES, metavar="N",
+    p.add_argument("--reconstruct-check", type=argtypes.non_negative_int, default=0, metavar="N",
                    help="keep each learned rounding only if it lowers the KL from the float model on N images of the "
-                   "calibration pool outside the calibration set, as mixqvit quantize does (0: no check; default "
-                   f"{DEFAULT_CHECK_IMAGES})")
+                   "calibration pool outside the calibration set, as mixqvit quantize --reconstruct-check N does "
+                   "(default 0: no check)")
     p.add_argument("--out", default="report", help="report directory (default report)")
     add_runtime_args(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

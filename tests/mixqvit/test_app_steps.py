@@ -141,7 +141,7 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     ckpt = save_checkpoint(tiny.model, tmp_path / "tiny.safetensors", ARCH, TINY)
     out = tmp_path / "report"
     result = run_demo([str(ckpt)], calib=12, out_dir=out, data=str(image_folder), bits=(2, 4, 8),
-                      budgets=(2, 4), verbose=False, rounding_steps=2)
+                      budgets=(2, 4), verbose=False, rounding_steps=2, check_images=9)
     printed = capsys.readouterr().out
     assert "Mix-QViT demo" in printed and "uniform" in printed and "mixed" in printed
     table = json.loads((out / "demo.json").read_text())
@@ -167,12 +167,13 @@ def test_demo_on_a_checkpoint_writes_table_and_plots(tiny, image_folder, tmp_pat
     assert mixed_w2a2.names == [l["name"] for l in profile_names]
     assert mixed_w2a2.pinned == [], "the mixed plan chooses the bits the uniform baseline pins"
     assert set(result.files) >= {out / "demo.json", out / "demo.md"}
-    # the rounded column is what `mixqvit quantize --reconstruct-rounding 2` gives for that plan: checked
-    # on the folder's images outside the calibration set, kept or put back as the row and the note say
+    # the rounded column is what `mixqvit quantize --reconstruct-rounding 2 --reconstruct-check 9` gives for
+    # that plan: checked on the folder's images outside the calibration set, kept or put back as the row and
+    # the note say
     assert by[("float", "FP32")]["top1_rounded"] is None
     loaded = load_model(str(ckpt))
     calib = load_calibration(loaded, str(image_folder), 12, seed=0)
-    check = load_check(loaded, str(image_folder), 256, 12, seed=0, up_to=True)[0]
+    check = load_check(loaded, str(image_folder), 9, 12, seed=0)[0]
     report: list = []
     rebuilt = quantize_plan(loaded.model, mixed_w2a2, calib[0], QuantConfig(), rounding_steps=2, seed=0, check=check,
                             report=report)
@@ -191,6 +192,7 @@ def test_demo_without_rounding_leaves_the_column_empty(tiny, image_folder, tmp_p
                       budgets=(2,), verbose=False, rounding_steps=0)
     assert [r["top1_rounded"] for r in result.rows] == [None, None, None]
     assert [r["rounding_kept"] for r in result.rows] == [None, None, None]
+    assert not any("rounding" in n for n in result.table.notes)
 
 
 @pytest.mark.recorded

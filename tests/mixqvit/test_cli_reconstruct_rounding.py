@@ -13,7 +13,7 @@ from mixqvit.loading import load_model
 
 @pytest.mark.parametrize("options", [{}, {"rounding_loss": "fisher-mean"}, {"rounding_drop": 0.5}])
 def test_learned_rounding_reaches_the_exported_file(options, tmp_path):
-    """--reconstruct-rounding alone (the check off) is quant.reconstruct(steps=0, rounding_steps=N)
+    """--reconstruct-rounding alone (no check) is quant.reconstruct(steps=0, rounding_steps=N)
     (with --rounding-loss / --rounding-drop, that rounding_loss / rounding_drop): the packed file
     reloads to exactly that model, which differs from the GPTQ-rounded one."""
     from quant.reconstruct import reconstruct
@@ -21,8 +21,7 @@ def test_learned_rounding_reaches_the_exported_file(options, tmp_path):
     data = write_image_folder(tmp_path / "data", per_class=4)
     flag = [x for k, v in options.items() for x in ("--" + k.replace("_", "-"), str(v))]
     assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W3A3", "--calib", "6",
-                 "--reconstruct-rounding", "20", "--reconstruct-check", "0", *flag, "--out", str(tmp_path / "out"),
-                 "--quiet"]) == 0
+                 "--reconstruct-rounding", "20", *flag, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     loaded = load_model(ARCH, model_kwargs=TINY)
     calib = load_calibration(loaded, str(data), 6)[0]
     reference = quant.quantize(loaded.model, "W3A3", calib)
@@ -37,22 +36,20 @@ def test_learned_rounding_reaches_the_exported_file(options, tmp_path):
         assert not torch.equal(exported, plain(images)), "the learned rounding changed the weights"
 
 
-@pytest.mark.parametrize("check", [None, "8"])
+@pytest.mark.parametrize("check", ["8", "18"])
 def test_the_held_out_check_decides_what_reaches_the_file(check, tmp_path, capsys):
-    """By default (up to 256 images: here the 18 the folder has left) or with --reconstruct-check N,
-    the file is quant.reconstruct with check_data = the pool's images outside the calibration
-    set, drawn as mixqvit.datasets.load_check draws them; the command says what the check
-    decided."""
+    """With --reconstruct-check N (up to all 18 images the folder has left) the file is
+    quant.reconstruct with check_data = the pool's images outside the calibration set, drawn as
+    mixqvit.datasets.load_check draws them; the command says what the check decided."""
     from quant.reconstruct import reconstruct
 
     data = write_image_folder(tmp_path / "data", per_class=8)
-    extra = [] if check is None else ["--reconstruct-check", check]
     assert main(["export", *MODEL_ARGS, "--data", str(data), "--plan", "W3A3", "--calib", "6",
-                 "--reconstruct-rounding", "20", *extra, "--out", str(tmp_path / "out")]) == 0
+                 "--reconstruct-rounding", "20", "--reconstruct-check", check, "--out", str(tmp_path / "out")]) == 0
     loaded = load_model(ARCH, model_kwargs=TINY)
     calib = load_calibration(loaded, str(data), 6)[0]
-    held_out = load_check(loaded, str(data), int(check or 256), 6, up_to=check is None)[0]
-    assert len(held_out) == int(check or 18)
+    held_out = load_check(loaded, str(data), int(check), 6)[0]
+    assert len(held_out) == int(check)
     reference, report = quant.quantize(loaded.model, "W3A3", calib), []
     reconstruct(reference, loaded.model, calib, steps=0, rounding_steps=20, seed=0, report=report, check_data=held_out)
     verdict = report[-1]
@@ -89,8 +86,8 @@ def test_zero_rounding_steps_are_refused_before_work(tmp_path, capsys):
      "--rounding-loss and --rounding-drop only apply with learned rounding: add --reconstruct-rounding"),
     (["--reconstruct-rounding", "5", "--rounding-drop", "1"], "--rounding-drop: expected a number in [0, 1), got 1.0"),
     (["--reconstruct-check", "64"], "--reconstruct-check only applies with a reconstruction: add --reconstruct-rounding"),
-    (["--reconstruct-rounding", "5", "--reconstruct-check", "-1"],
-     "--reconstruct-check: expected a non-negative integer, got -1"),
+    (["--reconstruct-rounding", "5", "--reconstruct-check", "0"],
+     "--reconstruct-check: expected a positive integer, got 0"),
 ])
 def test_bad_rounding_options_are_refused_before_work(args, message, tmp_path, capsys):
     try:  # argparse refuses a bad number by exiting, the option checks by returning
