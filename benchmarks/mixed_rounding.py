@@ -1,7 +1,7 @@
 """Mixed against uniform with learned rounding on both, over several fits of the rounding.
 
     python -m benchmarks.mixed_rounding [--models fmnist_vit fmnist_deit fmnist_swin] [--budgets 3]
-                                        [--fit-seeds 3] [--steps 200] [--drop 0] [--check 256] [--threads 1]
+                                        [--fit-seeds 3] [--steps 200] [--drop 0] [--check N] [--threads 1]
                                         [--tag T]
 
 The demo quantizes its uniform and mixed plans once more with learned rounding, one fit each
@@ -10,11 +10,11 @@ the mixed-minus-uniform differences of the demo's "top-1 + rounding" column. Thi
 the demo's plans (uniform WbAb with the edge layers at 8 bits, and the joint choice under its
 size and BOPs, from the same profile and 256 calibration images: ``benchmarks.planbench``, default
 quantizer), fits each plan ``--fit-seeds`` times (rounding seeds 0, 1000, 2000, ...: seed 0 is the
-demo's fit) and evaluates every fit on all 10,000 test images. With ``--check N`` (the CLI's and the demo's
-default, 256) each fit is kept only if it lowers the KL from the float model on N training
-images outside the calibration set (``quant.reconstruct``'s ``check_data``, drawn as
-``mixqvit quantize --reconstruct-check N`` draws them), else the calibrated model is scored;
-``--check 0`` scores every fit as it ends. It prints per plan the mean and
+demo's fit) and evaluates every fit on all 10,000 test images. With ``--check N`` each fit is kept only if it
+lowers the KL from the float model on N training images outside the calibration set
+(``quant.reconstruct``'s ``check_data``, drawn as ``mixqvit quantize --reconstruct-check N``
+draws them), else the calibrated model is scored; without it (as the demo) every fit is scored
+as it ends. It prints per plan the mean and
 range over the fits, and mixed minus uniform paired by seed with a t-test over the seeds.
 Writes benchmarks/results/mixed_rounding[_<tag>].json after every fit (a rerun starts over).
 """
@@ -89,8 +89,8 @@ def main() -> None:
     ap.add_argument("--fit-seeds", type=int, default=3, help="rounding fits per plan (seeds 0, 1000, ...)")
     ap.add_argument("--steps", type=int, default=200, help="Adam steps per unit")
     ap.add_argument("--drop", type=float, default=0.0, help="QDrop probability in the fit (0: none)")
-    ap.add_argument("--check", type=int, default=256,
-                    help="held-out images each fit must improve on to be kept (0: no check)")
+    ap.add_argument("--check", type=int, default=0,
+                    help="held-out images each fit must improve on to be kept (default 0: no check)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
