@@ -13,7 +13,7 @@ from . import argtypes
 from .errors import OptionError
 
 __all__ = ["add_preset_arg", "add_ptq_args", "ptq_config", "plan_config", "preset_config", "quantize_from_args",
-           "quantize_plan", "load_check_images", "describe_check", "DEFAULT_ROUNDING_STEPS"]
+           "quantize_plan", "load_check_images", "DEFAULT_ROUNDING_STEPS"]
 
 #: Adam steps per unit of learned rounding that the README and the demo recommend and measure.
 DEFAULT_ROUNDING_STEPS = 200
@@ -139,7 +139,7 @@ def load_check_images(args: argparse.Namespace, loaded: Any) -> Any:
     return load_check(loaded, args.data, args.reconstruct_check, args.calib, args.seed)[0]
 
 
-def describe_check(report: list) -> str | None:
+def _describe_check(report: list) -> str | None:
     """One line on the held-out check of a reconstruction (the last record of ``report``), or None."""
     from quant.reconstruct import HeldOutCheck
 
@@ -160,7 +160,7 @@ def quantize_from_args(args: argparse.Namespace, config: Any, model: Any, plan: 
                            rounding_steps=args.reconstruct_rounding or 0, rounding_loss=args.rounding_loss,
                            rounding_drop=args.rounding_drop, seed=args.seed, verbose=verbose, check=check,
                            report=report)
-    line = describe_check(report)
+    line = _describe_check(report)
     if verbose and line:
         print(line, flush=True)
     return qmodel
