@@ -20,8 +20,11 @@ from solver_cases import BACKENDS
 ROOT = Path(__file__).resolve().parents[2]
 
 # a problem CBC needs well over a minute for (benchmarks/results/solvers.json: L=1000 K=36 hits 30 s)
+# SIGINT is restored first: a suite started in the background (`make test &` from a script) inherits
+# it ignored, and the interrupt under test would never arrive
 _LONG_PULP_SOLVE = """
-import sys, warnings
+import signal, sys, warnings
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 from benchmarks.solvers import synthetic_problem
 from solvers import solve_problem
