@@ -216,12 +216,11 @@ def check_indices(labels: torch.Tensor | np.ndarray, n: int, calib_n: int, seed:
     members = [pool[labels[pool] == c] for c in torch.unique(labels[pool]).tolist()]
     left = torch.tensor([len(m) for m in members], dtype=torch.long)
     quota = torch.zeros_like(left)
-    wanted = n
-    while wanted > int(quota.sum()):
+    while n > int(quota.sum()):
         room = torch.nonzero(quota < left).flatten()
-        share = (wanted - int(quota.sum())) // len(room)
+        share = (n - int(quota.sum())) // len(room)
         if share == 0:  # fewer than one more each: one more for classes drawn at random
-            quota[room[torch.randperm(len(room), generator=gen)[:wanted - int(quota.sum())]]] += 1
+            quota[room[torch.randperm(len(room), generator=gen)[:n - int(quota.sum())]]] += 1
             break
         quota[room] = torch.minimum(quota[room] + share, left[room])
     chosen = [m[torch.randperm(len(m), generator=gen)[:k]] for m, k in zip(members, quota.tolist())]

@@ -182,7 +182,7 @@ def load_check(loaded: LoadedModel, data: str | os.PathLike | None, n: int, cali
     ``calib_n`` from (with the same ``seed``), none of them a calibration image: what a
     reconstruction is checked on (``--reconstruct-check``)."""
     if n < 1:
-        raise DataLoadError(f"--reconstruct-check must be at least 1 image (0 turns the check off), got {n}")
+        raise DataLoadError(f"--reconstruct-check must be at least 1 image, got {n}")
     kind, root = _data_root(data, loaded)
     if kind == "fashion-mnist":
         images, labels = _fmnist_split(loaded, root, "train")
