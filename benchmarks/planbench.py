@@ -87,10 +87,9 @@ class ModelBench:
     def check_images(self, n: int) -> torch.Tensor:
         """``n`` training images outside the calibration set, as ``mixqvit quantize
         --reconstruct-check n`` draws them for the demo's calibration (256 images, seed 0)."""
-        from mixqvit.data import check_indices, load_fashion_mnist
+        from mixqvit.data import check_subset
 
-        train_x, train_y = load_fashion_mnist("train")
-        return train_x[check_indices(train_y, n, CALIB, SEED)].clone()
+        return check_subset(n, CALIB, SEED)
 
     def _profile(self, verbose: bool) -> Profile:
         path = PROFILE_DIR / (f"{self.name}.json" if self.preset == "v1" else f"{self.name}_{self.preset}.json")

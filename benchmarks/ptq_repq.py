@@ -37,6 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -96,7 +97,6 @@ METHODS: dict[str, tuple[str, dict]] = {
     "default+round-fishermean": ("default", {}),
     "default+round-decided": ("default", {}),
     "default+round-checked": ("default", {}),
-    "default+round-drop-checked": ("default", {}),
 }
 
 #: Arguments of ``quant.reconstruct.reconstruct`` for the methods that reconstruct after calibrating.
@@ -116,10 +116,9 @@ RECON = {"default+recon": dict(steps=300), "default+recon-drop": dict(steps=300,
          # the rounding variables at 10x the learning rate and 100x the regulariser: with the defaults
          # 200 Adam steps move each V by at most ~2, and 85-90% of the offsets end undecided
          "default+round-decided": dict(rounding_steps=200, steps=0, rounding_lr=0.1, rounding_reg=1.0),
-         # the unit stage (without / with QDrop) kept only if it lowers the KL from the float model on
-         # 256 training images outside the calibration set, as `mixqvit quantize` does by default
-         "default+round-checked": dict(rounding_steps=200, steps=0, check_images=256),
-         "default+round-drop-checked": dict(rounding_steps=200, steps=0, rounding_drop=0.5, check_images=256)}
+         # the unit stage kept only if it lowers the KL from the float model on 256 training images
+         # outside the calibration set, as `mixqvit quantize --reconstruct-check 256` does
+         "default+round-checked": dict(rounding_steps=200, steps=0, check_images=256)}
 
 
 def with_check_data(recon: dict | None, n_calib: int, seed: int) -> dict | None:
@@ -128,11 +127,16 @@ def with_check_data(recon: dict | None, n_calib: int, seed: int) -> dict | None:
     --reconstruct-check N`` draws them."""
     if not recon or "check_images" not in recon:
         return recon
-    from mixqvit.data import check_indices, load_fashion_mnist
+    images = _check_subset(recon["check_images"], n_calib, seed)
+    return {k: v for k, v in recon.items() if k != "check_images"} | {"check_data": images}
 
-    train_x, train_y = load_fashion_mnist("train")
-    idx = check_indices(train_y, recon["check_images"], n_calib, seed)
-    return {k: v for k, v in recon.items() if k != "check_images"} | {"check_data": train_x[idx].clone()}
+
+@functools.lru_cache(maxsize=4)
+def _check_subset(n: int, n_calib: int, seed: int) -> torch.Tensor:
+    """``mixqvit.data.check_subset``, read once per draw rather than once per cell."""
+    from mixqvit.data import check_subset
+
+    return check_subset(n, n_calib, seed)
 
 
 def method_config(method: str, edge_bits: int | None, seed: int) -> QuantConfig:

@@ -33,6 +33,7 @@ __all__ = [
     "FMNIST_STD",
     "calibration_indices",
     "check_indices",
+    "check_subset",
     "calibration_subset",
     "fashion_mnist_files",
     "image_folder",
@@ -238,6 +239,13 @@ def calibration_subset(
     images, labels = load_fashion_mnist("train", root)
     idx = calibration_indices(labels, n, seed)
     return images[idx].clone(), labels[idx].clone()
+
+
+def check_subset(n: int, calib_n: int, seed: int = 0, root: str | os.PathLike | None = None) -> torch.Tensor:
+    """The Fashion-MNIST training images of :func:`check_indices` beside
+    ``calibration_subset(calib_n, seed)``: what ``mixqvit quantize --reconstruct-check n`` checks on."""
+    images, labels = load_fashion_mnist("train", root)
+    return images[check_indices(labels, n, calib_n, seed)].clone()
 
 
 def image_folder(

@@ -15,7 +15,9 @@ from mixqvit.data import (
     FMNIST_MEAN,
     FMNIST_STD,
     calibration_indices,
+    calibration_subset,
     check_indices,
+    check_subset,
     fashion_mnist_files,
     image_folder,
     load_fashion_mnist,
@@ -224,6 +226,17 @@ def test_check_indices_avoid_the_calibration_set(counts, calib_frac, frac, seed)
     open_classes = per_class[per_class < remaining]
     if len(open_classes):
         assert int(per_class.max() - open_classes.min()) <= 1
+
+
+def test_check_subset_is_the_real_training_images_beside_the_calibration_subset():
+    """What the benchmarks check on: the training images at check_indices, none of them a
+    calibration image (compared by content, on the real Fashion-MNIST)."""
+    images, labels = load_fashion_mnist("train")
+    check = check_subset(40, 30, seed=3)
+    assert torch.equal(check, images[check_indices(labels, 40, 30, 3)])
+    calib, _ = calibration_subset(30, seed=3)
+    flat = {tuple(x.flatten().tolist()) for x in calib}
+    assert not any(tuple(x.flatten().tolist()) in flat for x in check)
 
 
 def test_calibration_seed_changes_choice_and_errors():
